@@ -1,0 +1,223 @@
+"""`bertkit <verb>`: a dispatch table over library functions. Each verb is `run_<verb>(args)`; `main(argv)` is
+what the console script and the tests call. Errors in the user's input end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from bertkit.checkpoint import CheckpointError, atomic_write_text
+from bertkit.config import ConfigError
+from bertkit.tokenizer import TokenizerError
+from bertkit.vocab import CorpusError
+
+
+class InputError(ValueError):
+    """A malformed input file; the message names the file and line."""
+
+
+USER_ERRORS = (InputError, CheckpointError, ConfigError, TokenizerError, CorpusError)
+
+
+def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, text_pair) for each line of an input file; `-` reads standard input.
+    With `pairs`, each line is `text<TAB>text_pair`. Empty lines are kept (an empty text is valid input)."""
+    stream = sys.stdin.buffer if path == "-" else None
+    if stream is None and not Path(path).is_file():
+        raise InputError(f"{path}: file not found")
+    with (open(path, "rb") if stream is None else stream) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {e.start})") from None
+            if not pairs:
+                yield lineno, line, None
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise InputError(f"{path}: line {lineno}: expected 'text<TAB>text_pair', found {len(parts)} "
+                                 f"tab-separated field(s)")
+            yield lineno, parts[0], parts[1]
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# ---- verbs ------------------------------------------------------------------------------------------------------
+def run_tokenize(args) -> None:
+    from bertkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(args.model)
+    rows = list(read_inputs(args.input, args.pairs))
+    out = []
+    for chunk in _batches(rows, 4096):
+        texts = [t for _, t, _ in chunk]
+        pairs = [p for _, _, p in chunk] if args.pairs else None
+        for enc in tok.encode_batch(texts, pairs, max_length=args.max_length):
+            out.append(json.dumps({"input_ids": enc.ids, "token_type_ids": enc.type_ids,
+                                   "offsets": [list(o) for o in enc.offsets]}) + "\n")
+    atomic_write_text(Path(args.output), "".join(out))
+    print(f"tokenized {len(rows)} lines -> {args.output}", file=sys.stderr)
+
+
+def run_encode(args) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from bertkit.checkpoint import load_pretrained
+    from bertkit.model import BertModel
+    from bertkit.tokenizer import Tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = Tokenizer.from_pretrained(args.model)
+    model = load_pretrained(BertModel, args.model, strict=False)
+    max_length = min(args.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
+    rows = list(read_inputs(args.input, args.pairs))
+    if not rows:
+        raise InputError(f"{args.input}: no lines to encode")
+    want_all = args.layers == "all"
+    # Sort by length so each batch pads little; results go back to input order.
+    encs = tok.encode_batch([t for _, t, _ in rows], [p for _, _, p in rows] if args.pairs else None, max_length)
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
+    last: list = [None] * len(encs)
+    pooled: list = [None] * len(encs)
+    layers: list = [None] * len(encs)
+    with torch.inference_mode(), tqdm(total=len(encs), desc="encoding", unit="line",
+                                      disable=not sys.stderr.isatty()) as bar:
+        for idx in _batches(order, args.batch_size):
+            batch = tok.collate([encs[i].ids for i in idx], [encs[i].type_ids for i in idx])
+            out = model(**batch, output_hidden_states=want_all)
+            for j, i in enumerate(idx):
+                n = len(encs[i])
+                last[i] = out.last_hidden_state[j, :n].numpy()
+                if out.pooler_output is not None:
+                    pooled[i] = out.pooler_output[j].numpy()
+                if want_all:
+                    layers[i] = torch.stack([h[j, :n] for h in out.hidden_states]).numpy()
+            bar.update(len(idx))
+
+    lengths = np.array([len(e) for e in encs], dtype=np.int64)
+    arrays: dict[str, np.ndarray] = {"lengths": lengths}
+    if args.padded:
+        T = int(lengths.max())
+        mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
+        arrays["attention_mask"] = mask
+        arrays["last_hidden_state"] = _pad([x for x in last], T)
+        if want_all:
+            arrays["hidden_states"] = np.stack([_pad([x[k] for x in layers], T) for k in range(layers[0].shape[0])])
+    else:  # ragged: all tokens of all lines concatenated; line i is rows offsets[i]:offsets[i+1]
+        arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        arrays["last_hidden_state"] = np.concatenate(last)
+        if want_all:
+            arrays["hidden_states"] = np.concatenate(layers, axis=1)
+    if pooled[0] is not None:
+        arrays["pooler_output"] = np.stack(pooled)
+    _atomic_savez(Path(args.output), arrays)
+    shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+    print(f"encoded {len(rows)} lines -> {args.output}: {shapes}", file=sys.stderr)
+
+
+def _pad(rows: list[np.ndarray], T: int) -> np.ndarray:
+    out = np.zeros((len(rows), T, rows[0].shape[-1]), dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run_vocab(args) -> None:
+    from bertkit.vocab import learn_vocab, save_vocab
+
+    tok, report = learn_vocab(args.corpus, size=args.size, lowercase=args.lowercase,
+                              strip_accents={"auto": None, "yes": True, "no": False}[args.strip_accents],
+                              keep_hangul=not args.reference_hangul, min_frequency=args.min_frequency,
+                              held_out_every=args.held_out_every, show_progress=sys.stderr.isatty())
+    save_vocab(tok, report, args.out)
+    print(report)
+    print(f"wrote {args.out}/vocab.txt, tokenizer.json, tokenizer_config.json, vocab_report.json")
+
+
+# ---- the table ----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("tokenize", help="text lines -> JSON lines of input_ids, token_type_ids, offsets")
+    t.add_argument("--model", required=True, help="checkpoint or tokenizer directory (vocab.txt / tokenizer.json)")
+    t.add_argument("--input", required=True, help="UTF-8 text file, one input per line ('-' for stdin)")
+    t.add_argument("--output", required=True, help="output .jsonl, one object per input line")
+    t.add_argument("--pairs", action="store_true", help="each line is text<TAB>text_pair")
+    t.add_argument("--max-length", type=int, default=None, help="truncate to N tokens (pairs: longest first)")
+
+    e = sub.add_parser("encode", help="text lines -> hidden states (.npz) for feature extraction")
+    e.add_argument("--model", required=True, help="HF BERT checkpoint directory")
+    e.add_argument("--input", required=True, help="UTF-8 text file, one input per line ('-' for stdin)")
+    e.add_argument("--output", required=True, help="output .npz")
+    e.add_argument("--pairs", action="store_true", help="each line is text<TAB>text_pair")
+    e.add_argument("--layers", choices=["last", "all"], default="last",
+                   help="'all' adds hidden_states: the embeddings and every layer")
+    e.add_argument("--padded", action="store_true",
+                   help="(lines, T, H) arrays with attention_mask instead of ragged arrays with offsets")
+    e.add_argument("--max-length", type=int, default=None, help="truncate to N tokens (default: the model's limit)")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+
+    v = sub.add_parser("vocab", help="learn a WordPiece vocabulary from text files")
+    v.add_argument("--corpus", required=True, nargs="+", help="text files (.txt or .gz), one sentence/line")
+    v.add_argument("--size", type=int, default=32000, help="vocabulary size, special tokens included")
+    v.add_argument("--out", required=True, help="output directory")
+    case = v.add_mutually_exclusive_group()
+    case.add_argument("--lowercase", dest="lowercase", action="store_true", default=True, help="(default)")
+    case.add_argument("--cased", dest="lowercase", action="store_false", help="keep letter case")
+    v.add_argument("--strip-accents", choices=["auto", "yes", "no"], default="auto",
+                   help="auto: strip when lower-casing, as the reference")
+    v.add_argument("--reference-hangul", action="store_true",
+                   help="decompose Hangul into jamo when stripping accents, as the reference BERT does")
+    v.add_argument("--min-frequency", type=int, default=2)
+    v.add_argument("--held-out-every", type=int, default=100, help="every N-th line is held out for the report")
+    return p
+
+
+VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        VERBS[args.verb](args)
+    except USER_ERRORS as e:
+        print(f"bertkit {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:  # bad values from the library's own checks (lengths, shapes)
+        print(f"bertkit {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The BERT encoder (Devlin et al. 2019), read leaves to root.
+
+Module and parameter names are those of Hugging Face `BertModel` (the checkpoint contract): `embeddings.LayerNorm`
+keeps its capital letters and `attention.self` its odd name because every released BERT checkpoint uses them.
+
+Deviations from the reference, all behind the same interface:
+- Unpadding. When a batch has padding, hidden states travel between layers as (N, H) over the N real tokens only,
+  so the feed-forward, projections and LayerNorms (~95 % of the FLOPs) never touch padding. They are padded
+  to (B, T, ...) for the attention product alone and once more on exit (`Padding`, the one boundary).
+  A batch without padding takes the same path with views, at no cost.
+- Consequently the outputs at padded positions are zeros, where the reference returns values computed from
+  padding that mean nothing. Outputs at real tokens equal the reference to fp32 tolerance.
+- Attention is `torch.nn.functional.scaled_dot_product_attention` with a boolean key mask, and no mask at all
+  when the batch has no padding (which lets PyTorch pick its fused kernel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bertkit.config import BertConfig
+
+_ACT = {
+    "gelu": F.gelu,  # exact erf form, as in the original BERT
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+@dataclass
+class Padding:
+    """Where the real tokens of a (B, T) batch are: the single boundary between padded and unpadded layouts."""
+
+    batch: int
+    seq: int
+    index: Tensor | None  # (N,) flat positions of the real tokens; None when nothing is padding
+    key_mask: Tensor | None  # (B, 1, 1, T) True where a key may be attended to; None when nothing is padding
+
+    @classmethod
+    def from_mask(cls, attention_mask: Tensor | None, batch: int, seq: int) -> Padding:
+        if attention_mask is None or bool(attention_mask.all()):
+            return cls(batch, seq, None, None)
+        mask = attention_mask.bool()
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("attention_mask: a sequence has no real token (every position is padding)")
+        return cls(batch, seq, mask.flatten().nonzero().squeeze(1), mask[:, None, None, :])
+
+    def unpad(self, x: Tensor) -> Tensor:  # (B, T, ...) -> (N, ...)
+        x = x.reshape(self.batch * self.seq, *x.shape[2:])
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def pad(self, x: Tensor) -> Tensor:  # (N, ...) -> (B, T, ...)
+        if self.index is not None:
+            x = x.new_zeros(self.batch * self.seq, *x.shape[1:]).index_copy(0, self.index, x)
+        return x.view(self.batch, self.seq, *x.shape[1:])
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # HF name, capitalised
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        x = x + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: Tensor, padding: Padding) -> Tensor:  # (N, H) -> (N, H)
+        B, T, nh, hd = padding.batch, padding.seq, self.num_heads, self.head_dim
+
+        def heads(t: Tensor) -> Tensor:  # (N, H) -> (B, nh, T, hd)
+            return padding.pad(t).view(B, T, nh, hd).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=padding.key_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )  # (B, nh, T, hd)
+        return padding.unpad(out.transpose(1, 2)).reshape(-1, nh * hd)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)  # `attention.self.query` is the checkpoint name
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: Tensor, padding: Padding) -> Tensor:
+        return self.output(self.self(x, padding), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _ACT[config.hidden_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.dense(x))
+
+
+class BertOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertLayer(nn.Module):
+    """Post-LN transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: Tensor, padding: Padding) -> Tensor:  # (N, H) -> (N, H)
+        x = self.attention(x, padding)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+
+class BertPooler(nn.Module):
+    """tanh(W h_[CLS] + b): the sentence vector the NSP head was trained on."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, cls_state: Tensor) -> Tensor:  # (B, H) -> (B, H)
+        return torch.tanh(self.dense(cls_state))
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: Tensor  # (B, T, H), zeros at padded positions
+    pooler_output: Tensor | None  # (B, H), None for a model without a pooler
+    hidden_states: tuple[Tensor, ...] | None = None  # embeddings + each layer, each (B, T, H), on request
+
+
+class BertPreTrainedModel(nn.Module):
+    """Shared by the encoder and every head: the config, weight init, and HF-directory load/save."""
+
+    base_model_prefix = "bert"  # where the encoder lives inside a head model, as in HF
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        """Initialisation of the reference: N(0, initializer_range) for matrices, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+                if m.padding_idx is not None:
+                    with torch.no_grad():
+                        m.weight[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith("predictions.bias"):
+                nn.init.zeros_(p)
+
+    @classmethod
+    def from_pretrained(cls, path, strict: bool = True, **config_overrides):
+        """Load a Hugging Face BERT directory; see `bertkit.checkpoint.load_pretrained`."""
+        from bertkit.checkpoint import load_pretrained
+
+        return load_pretrained(cls, path, strict=strict, **config_overrides)
+
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        from bertkit.checkpoint import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer)
+
+
+class BertModel(BertPreTrainedModel):
+    """Embeddings -> N x BertLayer -> (pooler). Checkpoint keys have no prefix (`embeddings.…`, `encoder.…`)."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor,  # (B, T) token ids
+        attention_mask: Tensor | None = None,  # (B, T) 1 for real tokens, 0 for padding
+        token_type_ids: Tensor | None = None,  # (B, T) segment ids, 0 for A and 1 for B
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
+        B, T = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        padding = Padding.from_mask(attention_mask, B, T)
+
+        x = padding.unpad(self.embeddings(input_ids, token_type_ids))  # (N, H)
+        states = [x] if output_hidden_states else None
+        for layer in self.encoder.layer:
+            x = layer(x, padding)
+            if states is not None:
+                states.append(x)
+
+        last = padding.pad(x)  # (B, T, H)
+        pooled = self.pooler(last[:, 0]) if self.pooler is not None else None
+        hidden = tuple(padding.pad(s) for s in states) if states is not None else None
+        return EncoderOutput(last, pooled, hidden)
+
+    def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> None:
+        """Clear errors for what would otherwise fail deep inside an embedding lookup or a matmul."""
+        cfg = self.config
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected shape (batch, seq), got {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"input_ids: empty batch of shape {tuple(input_ids.shape)}")
+        if T > cfg.max_position_embeddings:
+            raise ValueError(f"input_ids: sequence length {T} exceeds max_position_embeddings "
+                             f"{cfg.max_position_embeddings}; truncate or split the input")
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= cfg.vocab_size:
+            raise ValueError(f"input_ids: ids must lie in [0, vocab_size={cfg.vocab_size}); got "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}] (tokenizer and model disagree?)")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and t.shape != input_ids.shape:
+                raise ValueError(f"{name}: shape {tuple(t.shape)} differs from input_ids {tuple(input_ids.shape)}")
+        if token_type_ids is not None and int(token_type_ids.max()) >= cfg.type_vocab_size:
+            raise ValueError(f"token_type_ids: ids must lie in [0, type_vocab_size={cfg.type_vocab_size})")
