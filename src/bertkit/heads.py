@@ -8,7 +8,8 @@
 | BertForTokenClassification | `bert.*` (no pooler), `classifier.*` | a label per token |
 | BertForQuestionAnswering | `bert.*` (no pooler), `qa_outputs.*` | start / end logits |
 
-Deviation: given `labels`, the MLM head runs on the masked positions only (the vocabulary projection dominates
+Deviations: QA logits at padded positions are -10,000, so padding never wins a span and takes no share of the
+softmax in the loss (the reference scores padding with whatever the encoder made of it). Given `labels`, the MLM head runs on the masked positions only (the vocabulary projection dominates
 small models) and returns their logits as (M, V) in label order; without labels it returns (B, T, V).
 """
 
@@ -24,6 +25,7 @@ from bertkit.config import BertConfig
 from bertkit.model import _ACT, BertModel, BertPreTrainedModel
 
 IGNORE = -100  # label value that contributes no loss, as in PyTorch and HF
+NEG = -1e4  # logit of an impossible choice: exp() underflows to 0 in fp32 and bf16, and stays finite
 
 
 @dataclass
@@ -192,8 +194,8 @@ class BertForTokenClassification(BertPreTrainedModel):
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
-    """Span extraction: a start and an end logit per token. Positions outside the window (>= T) are ignored,
-    as in the reference; the loss is the mean of the start and end cross-entropies."""
+    """Span extraction: a start and an end logit per token. Gold positions outside the window (>= T) are ignored,
+    as in the reference; the loss is the mean of the start and end cross-entropies over the real tokens."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -205,6 +207,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
                 end_positions=None, output_hidden_states=False) -> HeadOutput:
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
         start, end = self.qa_outputs(enc.last_hidden_state).unbind(-1)  # (B, T) each
+        if attention_mask is not None:  # a span never starts or ends in padding (the reference lets it)
+            pad = attention_mask == 0
+            start, end = start.masked_fill(pad, NEG), end.masked_fill(pad, NEG)
         loss = None
         if start_positions is not None and end_positions is not None:
             T = start.shape[1]

@@ -12,7 +12,6 @@ New vocabularies keep Hangul syllables whole (`keep_hangul=True`, see tokenizer.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -49,13 +48,12 @@ class VocabReport:
                 f"Hangul syllable pieces {self.hangul_syllable_pieces}, jamo pieces {self.jamo_pieces}")
 
 
-def open_text(path: str | Path):
-    """A text file or a .gz of one, read as UTF-8."""
+def open_binary(path: str | Path):
+    """A file or a .gz of one, as bytes (lines are decoded one by one so that errors can name their line)."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: file not found")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def read_lines(paths: Sequence[str | Path], progress: tqdm | None = None) -> Iterator[str]:
@@ -63,21 +61,22 @@ def read_lines(paths: Sequence[str | Path], progress: tqdm | None = None) -> Ite
     `progress` (a tqdm over the files' total size in bytes) advances with the bytes read from disk."""
     done = 0
     for path in paths:
-        with open_text(path) as f:
+        with open_binary(path) as f:
             lineno = 0
             while True:
                 try:
-                    line = f.readline()
-                except UnicodeDecodeError as e:
-                    raise CorpusError(f"{path}: line {lineno + 1}: not valid UTF-8 ({e.reason})") from None
+                    raw = f.readline()
                 except (OSError, EOFError) as e:  # e.g. a truncated .gz
                     raise CorpusError(f"{path}: line {lineno + 1}: cannot be read ({e})") from None
-                if not line:
+                if not raw:
                     break
                 lineno += 1
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as e:
+                    raise CorpusError(f"{path}: line {lineno}: not valid UTF-8 ({e.reason})") from None
                 if progress is not None and lineno % 4096 == 0:
-                    progress.update(done + _position(f.buffer) - progress.n)
-                line = line.strip()
+                    progress.update(done + _position(f) - progress.n)
                 if line:
                     yield line
         done += Path(path).stat().st_size

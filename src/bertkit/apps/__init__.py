@@ -1,0 +1,1 @@
+"""Applications built on the encoder: sentence embeddings now; search, clustering and summaries later."""
