@@ -104,3 +104,15 @@ def test_vocab_verb(tmp_path, capsys):
     corpus.write_text("\n\n")
     assert main(["vocab", "--corpus", str(corpus), "--size", "50", "--out", str(tmp_path / "v3")]) == 2
     assert "no text to learn from" in capsys.readouterr().err
+
+
+def test_vocab_verb_truncated_gzip(tmp_path, capsys):
+    import gzip
+
+    corpus = tmp_path / "corpus.txt.gz"
+    data = gzip.compress(("the movie was great fun\n" * 20000).encode())
+    corpus.write_bytes(data[: len(data) // 2])
+    assert main(["vocab", "--corpus", str(corpus), "--size", "50", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "corpus.txt.gz: line" in err and "cannot be read" in err
+    assert not (tmp_path / "v").exists()

@@ -41,12 +41,10 @@ def test_pinned_minilm_numbers(minilm):
                  atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("source", ["sst2", "nsmc"])
-def test_minilm_matches_transformers_on_padded_real_batches(source, minilm, minilm_dir):
+def check_minilm_on_real_batches(texts, minilm, minilm_dir):
     transformers = pytest.importorskip("transformers")
     model, tok = minilm
     ref = transformers.BertModel.from_pretrained(str(minilm_dir), attn_implementation="sdpa").eval()
-    texts = (sst2("dev") if source == "sst2" else nsmc("test"))[:256]
     worst_h = worst_p = 0.0
     with torch.inference_mode():
         for i in range(0, len(texts), 32):
@@ -58,6 +56,18 @@ def test_minilm_matches_transformers_on_padded_real_batches(source, minilm, mini
                           .abs().max().item())
             worst_p = max(worst_p, (ours.pooler_output - theirs.pooler_output).abs().max().item())
     assert worst_h <= 1e-5 and worst_p <= 1e-5, (worst_h, worst_p)
+
+
+@pytest.mark.parametrize("source", ["sst2", "nsmc"])
+def test_minilm_matches_transformers_on_padded_real_batches(source, minilm, minilm_dir):
+    check_minilm_on_real_batches((sst2("dev") if source == "sst2" else nsmc("test"))[:256], minilm, minilm_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["sst2", "nsmc"])
+def test_minilm_matches_transformers_on_all_real_batches(source, minilm, minilm_dir):
+    """All of SST-2 dev (872) and the first 5,000 NSMC test reviews."""
+    check_minilm_on_real_batches(sst2("dev") if source == "sst2" else nsmc("test")[:5000], minilm, minilm_dir)
 
 
 def test_hidden_states_match_reference(minilm, minilm_dir):

@@ -232,28 +232,15 @@ def test_parity_with_transformers_fast(case, lines, minilm_dir, cased_dir):
 
 @pytest.mark.parametrize("case", ["uncased", "cased"])
 def test_parity_with_transformers_legacy_python(case, lines, minilm_dir, cased_dir):
-    """Google's algorithm as Python code: ids only (it has no offsets). A sample per source keeps this fast;
-    `make test-slow` runs every line."""
+    """Google's algorithm as Python code (BertTokenizerLegacy): ids on every line (it has no offsets)."""
     transformers = pytest.importorskip("transformers")
     d = minilm_dir if case == "uncased" else cased_dir
     ours = Tokenizer.from_pretrained(d)
     ref = transformers.BertTokenizerLegacy.from_pretrained(str(d))
     ref.model_max_length = 10**6
-    texts = [t for v in lines.values() for t in v[:400]]
-    got = [e.ids for e in ours.encode_batch(texts)]
-    expected = ref(texts)["input_ids"]
-    bad = [t for t, g, e in zip(texts, got, expected) if g != e]
-    assert not bad, f"{len(bad)} of {len(texts)} differ; first: {bad[0]!r}"
-
-
-@pytest.mark.slow
-def test_parity_with_transformers_legacy_python_all_lines(lines, minilm_dir):
-    transformers = pytest.importorskip("transformers")
-    ours = Tokenizer.from_pretrained(minilm_dir)
-    ref = transformers.BertTokenizerLegacy.from_pretrained(str(minilm_dir))
-    ref.model_max_length = 10**6
     texts = [t for v in lines.values() for t in v]
-    bad = [t for t, g, e in zip(texts, (e.ids for e in ours.encode_batch(texts)), ref(texts)["input_ids"]) if g != e]
+    got = [e.ids for e in ours.encode_batch(texts)]
+    bad = [t for t, g, e in zip(texts, got, ref(texts)["input_ids"]) if g != e]
     assert not bad, f"{len(bad)} of {len(texts)} differ; first: {bad[0]!r}"
 
 

@@ -19,6 +19,7 @@ leaves a half-written checkpoint over a good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -214,20 +216,24 @@ def load_model(path: str | Path, strict: bool = True, **config_overrides):
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def _tmp_path(path: Path) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` only if the block succeeds, so a crash or
+    an error never leaves a half-written file over a good one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def save_pretrained(model: torch.nn.Module, path: str | Path, tokenizer=None) -> None:
@@ -235,13 +241,8 @@ def save_pretrained(model: torch.nn.Module, path: str | Path, tokenizer=None) ->
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED}
-    weights = directory / "model.safetensors"
-    tmp = _tmp_path(weights)
-    try:
+    with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
     for stale in ("pytorch_model.bin", "model.safetensors.index.json"):  # would shadow or confuse the new file
         (directory / stale).unlink(missing_ok=True)
     config: BertConfig = model.config

@@ -5,16 +5,16 @@ what the console script and the tests call. Errors in the user's input end in on
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from bertkit.checkpoint import CheckpointError, atomic_write_text
+from bertkit.checkpoint import CheckpointError, atomic_path
 from bertkit.config import ConfigError
 from bertkit.tokenizer import TokenizerError
 from bertkit.vocab import CorpusError
@@ -49,9 +49,10 @@ def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]
             yield lineno, parts[0], parts[1]
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 # ---- verbs ------------------------------------------------------------------------------------------------------
@@ -59,16 +60,16 @@ def run_tokenize(args) -> None:
     from bertkit.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(args.model)
-    rows = list(read_inputs(args.input, args.pairs))
-    out = []
-    for chunk in _batches(rows, 4096):
-        texts = [t for _, t, _ in chunk]
-        pairs = [p for _, _, p in chunk] if args.pairs else None
-        for enc in tok.encode_batch(texts, pairs, max_length=args.max_length):
-            out.append(json.dumps({"input_ids": enc.ids, "token_type_ids": enc.type_ids,
-                                   "offsets": [list(o) for o in enc.offsets]}) + "\n")
-    atomic_write_text(Path(args.output), "".join(out))
-    print(f"tokenized {len(rows)} lines -> {args.output}", file=sys.stderr)
+    n = 0
+    with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:  # streamed, in chunks
+        for chunk in _batches(read_inputs(args.input, args.pairs), 4096):
+            texts = [t for _, t, _ in chunk]
+            pairs = [p for _, _, p in chunk] if args.pairs else None
+            for enc in tok.encode_batch(texts, pairs, max_length=args.max_length):
+                out.write(json.dumps({"input_ids": enc.ids, "token_type_ids": enc.type_ids,
+                                      "offsets": [list(o) for o in enc.offsets]}) + "\n")
+            n += len(chunk)
+    print(f"tokenized {n} lines -> {args.output}", file=sys.stderr)
 
 
 def run_encode(args) -> None:
@@ -82,7 +83,7 @@ def run_encode(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tok = Tokenizer.from_pretrained(args.model)
-    model = load_pretrained(BertModel, args.model, strict=False)
+    model = load_pretrained(BertModel, args.model)
     max_length = min(args.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     rows = list(read_inputs(args.input, args.pairs))
     if not rows:
@@ -137,14 +138,8 @@ def _pad(rows: list[np.ndarray], T: int) -> np.ndarray:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def run_vocab(args) -> None:
