@@ -139,31 +139,23 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     report = LoadReport(source=source, renamed=renamed)
 
     own = model.state_dict()
-    tied = {k: v for k, v in TIED.items() if k in own} if has_prefix else {}
-    if "cls.predictions.decoder.bias" in state and "cls.predictions.bias" not in state:
-        state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]  # files that kept only the alias
+    if "cls.predictions.decoder.bias" in state:  # some files keep only the alias of the MLM bias
+        state.setdefault("cls.predictions.bias", state["cls.predictions.decoder.bias"])
     for alias in TIED:
         state.pop(alias, None)
-    expected = [k for k in own if k not in tied]
-
     unexpected = [k for k in state if k not in own]
-    foreign = [k for k in unexpected if not _is_head_key(k)]
-    report.unused = [k for k in unexpected if _is_head_key(k)]
-    missing = [k for k in expected if k not in state]
-    missing_encoder = [k for k in missing if not _is_head_key(k) and "pooler." not in k]
-    report.newly_initialized = [k for k in missing if k not in missing_encoder]
-
+    missing = [k for k in own if k not in state and k not in TIED]
+    # Heads and the pooler come and go between tasks; anything else missing or unknown is a real mismatch.
     problems = []
-    if missing_encoder:
+    if missing_encoder := [k for k in missing if not _is_head_key(k)]:
         problems.append(f"missing encoder weights: {', '.join(missing_encoder)}")
-    if foreign:
+    if foreign := [k for k in unexpected if not _is_head_key(k)]:
         problems.append(f"unknown keys (not part of any BERT class): {', '.join(foreign)}")
     if problems and strict:
         raise CheckpointError(f"{source}: " + "; ".join(problems) + " (pass strict=False to load anyway)")
     for p in problems:
         log.warning("%s: %s", source, p)
-    report.newly_initialized += missing_encoder if not strict else []
-    report.unused += foreign if not strict else []
+    report.newly_initialized, report.unused = missing, unexpected
 
     for k, t in state.items():
         if k in own and tuple(own[k].shape) != tuple(t.shape):

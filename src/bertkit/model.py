@@ -102,10 +102,13 @@ class BertSelfAttention(nn.Module):
         return padding.unpad(out.transpose(1, 2)).reshape(-1, nh * hd)
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, config: BertConfig):
+class BertOutput(nn.Module):
+    """dense -> dropout -> add the residual -> LayerNorm. After attention (`attention.output`, in = hidden) and
+    after the feed-forward (`output`, in = intermediate): the same block with two input widths."""
+
+    def __init__(self, config: BertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -117,7 +120,7 @@ class BertAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.self = BertSelfAttention(config)  # `attention.self.query` is the checkpoint name
-        self.output = BertSelfOutput(config)
+        self.output = BertOutput(config, config.hidden_size)
 
     def forward(self, x: Tensor, padding: Padding) -> Tensor:
         return self.output(self.self(x, padding), x)
@@ -133,17 +136,6 @@ class BertIntermediate(nn.Module):
         return self.act(self.dense(x))
 
 
-class BertOutput(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class BertLayer(nn.Module):
     """Post-LN transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
 
@@ -151,7 +143,7 @@ class BertLayer(nn.Module):
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.output = BertOutput(config, config.intermediate_size)
 
     def forward(self, x: Tensor, padding: Padding) -> Tensor:  # (N, H) -> (N, H)
         x = self.attention(x, padding)
