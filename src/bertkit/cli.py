@@ -17,14 +17,15 @@ import numpy as np
 from bertkit.checkpoint import CheckpointError, atomic_path
 from bertkit.config import ConfigError
 from bertkit.tokenizer import TokenizerError
-from bertkit.vocab import CorpusError
+from bertkit.data.corpus import CorpusError
+from bertkit.data.pretraining import ShardError
 
 
 class InputError(ValueError):
     """A malformed input file; the message names the file and line."""
 
 
-USER_ERRORS = (InputError, CheckpointError, ConfigError, TokenizerError, CorpusError)
+USER_ERRORS = (InputError, CheckpointError, ConfigError, TokenizerError, CorpusError, ShardError)
 
 
 def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]:
@@ -154,6 +155,40 @@ def run_vocab(args) -> None:
     print(f"wrote {args.out}/vocab.txt, tokenizer.json, tokenizer_config.json, vocab_report.json")
 
 
+def run_pretrain(args) -> None:
+    from bertkit.train.pretrain import PretrainConfig, run_pretrain
+
+    base: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            base = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: malformed JSON ({e})") from None
+    for key in ("corpus", "vocab", "out", "size", "objective", "format", "max_seq_length", "batch_size"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    train_keys = ("steps", "lr", "warmup", "grad_accum", "seed", "bf16", "log_every", "eval_every", "save_every",
+                  "threads")
+    base.setdefault("train", {}).update({k: getattr(args, k) for k in train_keys if getattr(args, k) is not None})
+    masking = base.setdefault("masking", {})
+    if args.whole_word:
+        masking["whole_word"] = True
+    if args.duplication is not None:
+        masking["duplication"] = args.duplication
+    for key in ("corpus", "vocab"):
+        if not base.get(key):
+            raise InputError(f"--{key} is required (on the command line or in the config file)")
+    try:
+        cfg = PretrainConfig.from_dict(base)
+    except TypeError as e:
+        raise InputError(f"{args.config or 'config'}: {e}") from None
+    result = run_pretrain(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
+    print(json.dumps({"out": cfg.out, **result}))
+
+
 # ---- the table ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
@@ -193,10 +228,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decompose Hangul into jamo when stripping accents, as the reference BERT does")
     v.add_argument("--min-frequency", type=int, default=2)
     v.add_argument("--held-out-every", type=int, default=100, help="every N-th line is held out for the report")
+    r = sub.add_parser("pretrain", help="pre-train a BERT from raw text (MLM + NSP, or the RoBERTa recipe)")
+    r.add_argument("--corpus", nargs="+", help="text files (.txt or .gz), blank line between documents")
+    r.add_argument("--vocab", help="tokenizer directory, e.g. from `bertkit vocab`")
+    r.add_argument("--out", help="output directory: checkpoints/, metrics.jsonl/.png, the final model")
+    r.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
+    r.add_argument("--size", choices=["tiny", "mini", "small", "medium", "base", "large"])
+    r.add_argument("--objective", choices=["bert", "roberta"])
+    r.add_argument("--format", choices=["sentences", "paragraphs"],
+                   help="one sentence per line (default) or one paragraph per line (split into sentences)")
+    r.add_argument("--steps", type=int)
+    r.add_argument("--batch-size", type=int, help="global batch (all processes, all accumulation steps)")
+    r.add_argument("--grad-accum", type=int)
+    r.add_argument("--max-seq-length", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--warmup", type=float, help="fraction of steps (< 1) or number of steps")
+    r.add_argument("--whole-word", action="store_true", help="mask whole words")
+    r.add_argument("--duplication", type=int, help="static masking with N copies (default 0: dynamic)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--bf16", choices=["auto", "on", "off"])
+    r.add_argument("--log-every", type=int)
+    r.add_argument("--eval-every", type=int)
+    r.add_argument("--save-every", type=int)
+    r.add_argument("--threads", type=int)
+    r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     return p
 
 
-VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab}
+VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab,
+                              "pretrain": run_pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:

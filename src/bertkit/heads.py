@@ -82,14 +82,15 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-def _mlm(head: BertLMPredictionHead, seq: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def _mlm(head: BertLMPredictionHead, seq: Tensor, labels: Tensor | None, reduction: str
+         ) -> tuple[Tensor, Tensor | None]:
     """MLM logits and loss; with labels, only the positions that carry one are projected onto the vocabulary."""
     if labels is None:
         return head(seq), None
     where = labels != IGNORE  # (B, T)
     logits = head(seq[where])  # (M, V)
     target = labels[where]
-    loss = F.cross_entropy(logits, target) if target.numel() else logits.sum() * 0.0
+    loss = F.cross_entropy(logits, target, reduction=reduction) if target.numel() else logits.sum() * 0.0
     return logits, loss
 
 
@@ -103,12 +104,13 @@ class BertForPreTraining(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
-                output_hidden_states=False) -> HeadOutput:
+                output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
+        """`reduction="sum"` gives summed losses, for a trainer that divides by a count over a whole step."""
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits, mlm_loss = _mlm(self.cls.predictions, enc.last_hidden_state, labels)
+        logits, mlm_loss = _mlm(self.cls.predictions, enc.last_hidden_state, labels, reduction)
         nsp_logits = self.cls.seq_relationship(enc.pooler_output)
-        nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.view(-1)) if next_sentence_label is not None \
-            else None
+        nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.view(-1), reduction=reduction) \
+            if next_sentence_label is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return HeadOutput(loss=sum(losses) if losses else None, logits=logits, seq_relationship_logits=nsp_logits,
                           mlm_loss=mlm_loss, nsp_loss=nsp_loss, hidden_states=enc.hidden_states,
@@ -125,9 +127,9 @@ class BertForMaskedLM(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False) -> HeadOutput:
+                output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits, loss = _mlm(self.cls.predictions, enc.last_hidden_state, labels)
+        logits, loss = _mlm(self.cls.predictions, enc.last_hidden_state, labels, reduction)
         return HeadOutput(loss=loss, logits=logits, mlm_loss=loss, hidden_states=enc.hidden_states)
 
 

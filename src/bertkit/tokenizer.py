@@ -235,8 +235,10 @@ class Tokenizer:
             raise ValueError(f"cannot encode: {e}") from None
 
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int | None = None,
-                     truncation: str = "longest_first", stride: int = 0) -> list[Encoding]:
-        """Many texts (or pairs) at once, in parallel in the engine."""
+                     truncation: str = "longest_first", stride: int = 0, add_special_tokens: bool = True
+                     ) -> list[Encoding]:
+        """Many texts (or pairs) at once, in parallel in the engine. `add_special_tokens=False` gives the bare
+        WordPiece ids (no [CLS]/[SEP]), as pre-training data needs them."""
         if isinstance(texts, str):
             raise TypeError("texts: expected a list of strings, got one string (use encode)")
         for i, t in enumerate(texts):
@@ -248,7 +250,8 @@ class Tokenizer:
                 _check_text(t, f"pairs[{i}]")
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
         try:
-            encoded = self._engine_for(max_length, truncation, stride).encode_batch(inputs)
+            encoded = self._engine_for(max_length, truncation, stride).encode_batch(
+                inputs, add_special_tokens=add_special_tokens)
         except Exception as e:
             raise ValueError(f"cannot encode: {e}") from None
         return [Encoding(e) for e in encoded]
@@ -275,6 +278,16 @@ class Tokenizer:
                 segments[i, :n] = type_ids[i]
         return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(segments),
                 "attention_mask": torch.from_numpy(mask)}
+
+    def special_ids(self) -> list[int]:
+        return [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]
+
+    def continuation_mask(self) -> np.ndarray:
+        """(vocab_size,) bool: True for `##` pieces, which continue a word (for whole-word masking)."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        for token, i in self.vocab.items():
+            mask[i] = token.startswith("##")
+        return mask
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens without [CLS]/[SEP]."""

@@ -11,7 +11,6 @@ New vocabularies keep Hangul syllables whole (`keep_hangul=True`, see tokenizer.
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -22,11 +21,8 @@ from tokenizers import Tokenizer as Engine, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 from tqdm import tqdm
 
+from bertkit.data.corpus import CorpusError, read_lines
 from bertkit.tokenizer import SPECIALS, Options, Tokenizer, build_normalizer
-
-
-class CorpusError(ValueError):
-    """A corpus file that is missing, unreadable, or holds no text; the message names the file (and line)."""
 
 
 @dataclass
@@ -46,51 +42,6 @@ class VocabReport:
                 f"held-out {self.held_out_lines:,} lines: [UNK] rate {100 * self.unk_rate:.3f} %, "
                 f"{self.tokens_per_line:.2f} tokens/line ({self.words_per_line:.2f} words/line); "
                 f"Hangul syllable pieces {self.hangul_syllable_pieces}, jamo pieces {self.jamo_pieces}")
-
-
-def open_binary(path: str | Path):
-    """A file or a .gz of one, as bytes (lines are decoded one by one so that errors can name their line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: file not found")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def read_lines(paths: Sequence[str | Path], progress: tqdm | None = None) -> Iterator[str]:
-    """Non-empty stripped lines of every file in turn; invalid UTF-8 is an error naming the file and line.
-    `progress` (a tqdm over the files' total size in bytes) advances with the bytes read from disk."""
-    done = 0
-    for path in paths:
-        with open_binary(path) as f:
-            lineno = 0
-            while True:
-                try:
-                    raw = f.readline()
-                except (OSError, EOFError) as e:  # e.g. a truncated .gz
-                    raise CorpusError(f"{path}: line {lineno + 1}: cannot be read ({e})") from None
-                if not raw:
-                    break
-                lineno += 1
-                try:
-                    line = raw.decode("utf-8").strip()
-                except UnicodeDecodeError as e:
-                    raise CorpusError(f"{path}: line {lineno}: not valid UTF-8 ({e.reason})") from None
-                if progress is not None and lineno % 4096 == 0:
-                    progress.update(done + _position(f) - progress.n)
-                if line:
-                    yield line
-        done += Path(path).stat().st_size
-        if progress is not None:
-            progress.update(done - progress.n)
-
-
-def _position(raw) -> int:
-    """Bytes of the file on disk consumed so far (compressed bytes for .gz)."""
-    inner = getattr(raw, "fileobj", None)
-    try:
-        return (inner or raw).tell()
-    except (OSError, ValueError):
-        return 0
 
 
 def learn_vocab(corpus: Sequence[str | Path], size: int = 32000, lowercase: bool = True,

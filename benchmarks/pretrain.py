@@ -1,0 +1,111 @@
+"""Pre-training throughput, bertkit vs transformers.BertForPreTraining, side by side in one process.
+
+    python benchmarks/pretrain.py [--sizes mini small] [--batch 32] [--steps 6] [--threads 2]
+
+The same config (vocabulary of 32,000 learned from the NSMC corpus, sequence 128, dropout 0.1), the same initial
+weights, and the very same masked batches (real Korean review instances from bertkit's pre-training pipeline,
+MLM + NSP). One training step = forward, backward, AdamW. Steps alternate between the two libraries; the median
+step time is kept; tokens/s counts real (non-padding) tokens. transformers runs its SDPA attention path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from bertkit import BertConfig, BertForPreTraining
+from bertkit.data.corpus import read_lines
+from bertkit.data.pretraining import InstanceConfig, Masker, MaskingConfig, Schedule, ShardSet, build_shards
+from bertkit.vocab import learn_vocab
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_batches(tmp: Path, n_batches: int, batch: int):
+    """Instances from the first 40,000 NSMC corpus lines, with a vocabulary learned from them."""
+    corpus = tmp / "corpus.txt"
+    lines = []
+    with open(corpus, "w", encoding="utf-8") as f:
+        for i, line in enumerate(read_lines([DATA / "nsmc" / "corpus.txt.gz"])):
+            f.write(line + ("\n\n" if i % 40 == 39 else "\n"))  # documents of 40 reviews
+            lines.append(line)
+            if i == 40_000:
+                break
+    tok, _ = learn_vocab([corpus], size=32000, show_progress=False)
+    build_shards([corpus], tok, tmp / "shards", InstanceConfig(max_seq_length=128), show_progress=False)
+    shards = ShardSet(tmp / "shards" / "train")
+    masker, schedule = Masker(tok, MaskingConfig()), Schedule(len(shards), batch, seed=1)
+    return tok, [masker.batch(shards, *schedule.step(s)) for s in range(n_batches)]
+
+
+def step_fn(model, optimizer, batch, hf: bool):
+    def run():
+        if hf:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"], labels=batch["labels"],
+                        next_sentence_label=batch["next_sentence_label"])
+        else:
+            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
+                        next_sentence_label=batch["next_sentence_label"])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["mini", "small"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/out/pretrain.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok, batches = real_batches(Path(tmp), args.steps + 1, args.batch)
+    tokens = [int(b["attention_mask"].sum()) for b in batches]
+    padded = [b["input_ids"].numel() for b in batches]
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads; batch "
+          f"{args.batch} x seq <= 128, {statistics.mean(tokens):.0f} real tokens per batch "
+          f"({100 * (1 - sum(tokens) / sum(padded)):.0f} % padding), vocabulary {tok.vocab_size}")
+    print("| size | bertkit tokens/s | transformers tokens/s | ratio | first-step loss (bertkit / transformers) |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for size in args.sizes:
+        cfg = BertConfig.named(size, vocab_size=tok.vocab_size)
+        torch.manual_seed(0)
+        ours = BertForPreTraining(cfg).train()
+        hcfg = transformers.BertConfig(**cfg.to_dict())
+        hcfg._attn_implementation = "sdpa"
+        ref = transformers.BertForPreTraining(hcfg).train()
+        ref.load_state_dict(ours.state_dict(), strict=False)
+        opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+        opt_b = torch.optim.AdamW(ref.parameters(), lr=1e-4)
+        torch.manual_seed(1)
+        first = (step_fn(ours, opt_a, batches[0], False)(), step_fn(ref, opt_b, batches[0], True)())  # warm-up
+        a_times, b_times = [], []
+        for b in batches[1:]:
+            for fn, times in ((step_fn(ours, opt_a, b, False), a_times), (step_fn(ref, opt_b, b, True), b_times)):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) / int(b["attention_mask"].sum()))
+        a, b = statistics.median(a_times), statistics.median(b_times)
+        rows.append(dict(size=size, bertkit_tokens_per_s=1 / a, transformers_tokens_per_s=1 / b, ratio=b / a,
+                         first_loss=first))
+        print(f"| {size} | {1 / a:,.0f} | {1 / b:,.0f} | {b / a:.2f} | {first[0]:.4f} / {first[1]:.4f} |",
+              flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: corpus reading, pre-training instances and shards, masking, collation."""

@@ -1,0 +1,157 @@
+"""Pre-training recipe: corpus -> shards -> BertForPreTraining trained by the one loop.
+
+Objectives (a choice of the recipe, not a copy of the loop):
+- `bert`: MLM + NSP, the two losses summed (the paper);
+- `roberta`: MLM only, dynamic masking, FULL-SENTENCES packing across documents (Liu et al. 2019).
+
+The MLM loss is averaged over every masked token of the global batch and the NSP loss over its sequences (see
+`train/loop.py`). The MLM head projects onto the vocabulary only at masked positions, and the encoder never
+computes padding: together the bulk of the speed-up over `transformers.BertForPreTraining` (benchmarks/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from bertkit.config import BertConfig
+from bertkit.data.pretraining import (InstanceConfig, Masker, MaskingConfig, Schedule, ShardError, ShardSet,
+                                      build_shards)
+from bertkit.heads import IGNORE, BertForPreTraining
+from bertkit.tokenizer import Tokenizer
+from bertkit.train.loop import TrainConfig, train
+
+log = logging.getLogger("bertkit.pretrain")
+
+
+@dataclass
+class PretrainConfig:
+    corpus: list[str] = field(default_factory=list)
+    vocab: str = ""  # a tokenizer directory (from `bertkit vocab`)
+    out: str = "runs/pretrain"
+    size: str = "mini"
+    objective: str = "bert"
+    format: str = "sentences"  # sentences | paragraphs
+    max_seq_length: int = 128
+    batch_size: int = 128  # global, summed over ranks and micro-batches
+    eval_instances: int = 2000
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model_overrides: dict = field(default_factory=dict)  # BertConfig fields, e.g. {"hidden_dropout_prob": 0.0}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainConfig:
+        d = dict(d)
+        masking = MaskingConfig(**d.pop("masking", {}))
+        train_cfg = TrainConfig(**d.pop("train", {}))
+        return cls(**d, masking=masking, train=train_cfg)
+
+
+class PretrainTask:
+    names = ("masked tokens", "sequences")
+
+    def __init__(self, shards: ShardSet, masker: Masker, batch_size: int, objective: str, seed: int,
+                 eval_shards: ShardSet | None = None, eval_instances: int = 2000):
+        self.shards, self.masker, self.objective = shards, masker, objective
+        self.batch_size = batch_size
+        self.schedule = Schedule(len(shards), batch_size, seed)
+        self.eval_shards, self.eval_instances = eval_shards, eval_instances
+
+    def micro_batches(self, step: int, rank: int, world: int, accum: int) -> list[dict[str, torch.Tensor]]:
+        per = self.batch_size // (world * accum)
+        if per * world * accum != self.batch_size or per == 0:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by {world} processes x {accum} "
+                             f"accumulation steps")
+        instances, epochs = self.schedule.step(step)
+        mine = slice(rank * per * accum, (rank + 1) * per * accum)
+        instances, epochs = instances[mine], epochs[mine]
+        return [self.masker.batch(self.shards, instances[i:i + per], epochs[i:i + per])
+                for i in range(0, len(instances), per)]
+
+    def counts(self, batch) -> list[float]:
+        return [float((batch["labels"] != IGNORE).sum()), float(len(batch["input_ids"]))]
+
+    def loss(self, model, batch, totals) -> tuple[torch.Tensor, dict[str, float]]:
+        nsp = self.objective == "bert"
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
+                    next_sentence_label=batch["next_sentence_label"] if nsp else None, reduction="sum")
+        target = batch["labels"][batch["labels"] != IGNORE]
+        loss = out.mlm_loss / totals[0].clamp(min=1)
+        stats = {"mlm_loss": float(out.mlm_loss.detach()), "mlm_correct": float((out.logits.argmax(-1) == target).sum())}
+        if nsp:
+            loss = loss + out.nsp_loss / totals[1]
+            stats["nsp_loss"] = float(out.nsp_loss.detach())
+            stats["nsp_correct"] = float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"])
+                                         .sum())
+        return loss, stats
+
+    def summarize(self, stats: dict[str, float], totals: list[float]) -> dict[str, float]:
+        masked, seqs = max(totals[0], 1.0), max(totals[1], 1.0)
+        row = {"mlm_loss": stats["mlm_loss"] / masked, "mlm_accuracy": stats["mlm_correct"] / masked}
+        if "nsp_loss" in stats:
+            row.update(nsp_loss=stats["nsp_loss"] / seqs, nsp_accuracy=stats["nsp_correct"] / seqs)
+        row["loss"] = row["mlm_loss"] + row.get("nsp_loss", 0.0)
+        return row
+
+    def evaluate(self, model) -> dict[str, float]:
+        """MLM loss/accuracy and NSP accuracy on held-out instances, with a fixed mask (epoch 0)."""
+        if self.eval_shards is None or len(self.eval_shards) == 0:
+            return {}
+        n = min(len(self.eval_shards), self.eval_instances)
+        device = next(model.parameters()).device
+        totals, stats = [0.0, 0.0], {}
+        for i in range(0, n, 64):
+            idx = list(range(i, min(n, i + 64)))
+            batch = {k: v.to(device) for k, v in self.masker.batch(self.eval_shards, idx, [0] * len(idx)).items()}
+            _, s = self.loss(model, batch, torch.ones(2, dtype=torch.float64, device=device))
+            for k, v in s.items():
+                stats[k] = stats.get(k, 0.0) + v
+            totals = [t + c for t, c in zip(totals, self.counts(batch))]
+        return self.summarize(stats, totals)
+
+
+def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool = True) -> Path:
+    """Shards under `out/data/<hash of corpus, vocabulary and instance settings>`, built once and reused."""
+    icfg = InstanceConfig(max_seq_length=cfg.max_seq_length, objective=cfg.objective, seed=cfg.train.seed)
+    files = [Path(p) for p in cfg.corpus]
+    key = json.dumps({"corpus": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+                      "vocab": hashlib.sha1((Path(cfg.vocab) / "vocab.txt").read_bytes()).hexdigest()
+                      if (Path(cfg.vocab) / "vocab.txt").exists() else cfg.vocab,
+                      "format": cfg.format, "instances": asdict(icfg)}, sort_keys=True)
+    directory = Path(cfg.out) / "data" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    if not ((directory / "train" / "meta.json").is_file() and (directory / "eval" / "meta.json").is_file()):
+        build_shards(files, tokenizer, directory, icfg, fmt=cfg.format, show_progress=show_progress)
+    return directory
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True) -> dict:
+    from bertkit.train.loop import setup_env
+
+    env = setup_env()
+    tokenizer = Tokenizer.from_pretrained(cfg.vocab)
+    if env.main:
+        data = prepare_data(cfg, tokenizer, show_progress)
+    if env.world > 1:
+        torch.distributed.barrier()  # rank 0 builds the shards once; the others wait, then find them
+    data = prepare_data(cfg, tokenizer, show_progress=False) if not env.main else data
+    shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
+    if shards.config.objective != cfg.objective:
+        raise ShardError(f"{data}: built for objective '{shards.config.objective}', not '{cfg.objective}'")
+    masker = Masker(tokenizer, cfg.masking)
+    model_cfg = BertConfig.named(cfg.size, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                                 max_position_embeddings=max(512, cfg.max_seq_length), **cfg.model_overrides)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = BertForPreTraining(model_cfg)
+    task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards, cfg.eval_instances)
+    if env.main:
+        log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", cfg.size,
+                 sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    return train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, env=env,
+                 show_progress=show_progress)
