@@ -167,7 +167,8 @@ def run_pretrain(args) -> None:
             base = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: malformed JSON ({e})") from None
-    for key in ("corpus", "vocab", "out", "size", "objective", "format", "max_seq_length", "batch_size"):
+    for key in ("corpus", "vocab", "out", "size", "objective", "format", "max_seq_length", "batch_size",
+                "eval_fraction"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     train_keys = ("steps", "lr", "warmup", "grad_accum", "seed", "bf16", "log_every", "eval_every", "save_every",
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-seq-length", type=int)
     r.add_argument("--lr", type=float)
     r.add_argument("--warmup", type=float, help="fraction of steps (< 1) or number of steps")
+    r.add_argument("--eval-fraction", type=float, help="fraction of documents held out (default 0.01)")
     r.add_argument("--whole-word", action="store_true", help="mask whole words")
     r.add_argument("--duplication", type=int, help="static masking with N copies (default 0: dynamic)")
     r.add_argument("--seed", type=int)

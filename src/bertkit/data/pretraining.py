@@ -139,7 +139,7 @@ def build_shards(corpus: Sequence[str | Path], tokenizer: Tokenizer, out: str | 
                  fmt: str = "sentences", eval_fraction: float = 0.01, max_eval_docs: int = 500,
                  show_progress: bool = True) -> dict:
     """Tokenise the corpus in chunks of documents, build instances, write `out/train` and `out/eval` shard sets
-    (every `1/eval_fraction`-th document, up to `max_eval_docs`, is held out). Returns the train meta."""
+    (one document in every `1/eval_fraction`, up to `max_eval_docs`, is held out). Returns the train meta."""
     out = Path(out)
     rng = np.random.default_rng(cfg.seed)
     writers = {"train": ShardWriter(out / "train", cfg, tokenizer), "eval": ShardWriter(out / "eval", cfg, tokenizer)}
@@ -169,8 +169,8 @@ def build_shards(corpus: Sequence[str | Path], tokenizer: Tokenizer, out: str | 
 
     pending: dict[str, list[list[str]]] = {"train": [], "eval": []}
     for i, doc in enumerate(read_documents(corpus, fmt, progress=bar)):
-        split = "eval" if every and i % every == every - 1 and n_docs["eval"] + len(pending["eval"]) < max_eval_docs \
-            else "train"
+        held_out = every and i % every == every // 2 and n_docs["eval"] + len(pending["eval"]) < max_eval_docs
+        split = "eval" if held_out else "train"
         pending[split].append(doc)
         if len(pending[split]) >= cfg.docs_per_chunk:
             flush(split, pending[split])
@@ -316,10 +316,10 @@ class Masker:
             return ids, labels
         n = min(cfg.max_predictions, max(1, int(round(len(candidates) * cfg.mlm_probability))))
         if cfg.whole_word:
-            starts = candidates[~self.continuation[ids[candidates]]]
-            if len(starts) == 0 or starts[0] != candidates[0]:
-                starts = np.concatenate([[candidates[0]], starts])
-            words = np.split(candidates, np.searchsorted(candidates, starts[1:]))
+            # A word starts at a non-`##` piece, or after a special token (a segment cut inside a word).
+            new_word = ~self.continuation[ids[candidates]]
+            new_word[1:] |= np.diff(candidates) > 1
+            words = np.split(candidates, np.flatnonzero(new_word[1:]) + 1)
             chosen: list[int] = []
             for w in rng.permutation(len(words)):
                 if len(chosen) + len(words[w]) > n:

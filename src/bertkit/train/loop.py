@@ -124,9 +124,9 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer
              "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save(state, tmp / STATE)
-    delay = float(os.environ.get("BERTKIT_FAULT_SAVE_DELAY", "0"))  # fault injection for the crash test only
-    if delay:
-        time.sleep(delay)
+    fault = os.environ.get("BERTKIT_FAULT_SAVE_DELAY", "")  # "STEP:SECONDS", fault injection for the crash test
+    if fault and int(fault.split(":")[0]) == step:
+        time.sleep(float(fault.split(":")[1]))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # the checkpoint exists only once it is complete
     for old in checkpoints(out)[:-keep] if keep > 0 else []:

@@ -39,6 +39,7 @@ class PretrainConfig:
     format: str = "sentences"  # sentences | paragraphs
     max_seq_length: int = 128
     batch_size: int = 128  # global, summed over ranks and micro-batches
+    eval_fraction: float = 0.01  # of the documents, held out for evaluation
     eval_instances: int = 2000
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -122,10 +123,12 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool 
     key = json.dumps({"corpus": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
                       "vocab": hashlib.sha1((Path(cfg.vocab) / "vocab.txt").read_bytes()).hexdigest()
                       if (Path(cfg.vocab) / "vocab.txt").exists() else cfg.vocab,
-                      "format": cfg.format, "instances": asdict(icfg)}, sort_keys=True)
+                      "format": cfg.format, "eval_fraction": cfg.eval_fraction, "instances": asdict(icfg)},
+                     sort_keys=True)
     directory = Path(cfg.out) / "data" / hashlib.sha1(key.encode()).hexdigest()[:12]
     if not ((directory / "train" / "meta.json").is_file() and (directory / "eval" / "meta.json").is_file()):
-        build_shards(files, tokenizer, directory, icfg, fmt=cfg.format, show_progress=show_progress)
+        build_shards(files, tokenizer, directory, icfg, fmt=cfg.format, eval_fraction=cfg.eval_fraction,
+                     show_progress=show_progress)
     return directory
 
 

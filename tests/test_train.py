@@ -1,0 +1,146 @@
+"""The training loop through the pre-training recipe: exact resume after SIGKILL mid-checkpoint, DDP with two
+processes equal to one, accumulation equal to a big batch, and the outputs transformers reads."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertkit.checkpoint import CheckpointError
+from bertkit.cli import main
+from bertkit.train.loop import checkpoints
+from bertkit.train.plot import read_metrics
+from bertkit.train.pretrain import PretrainConfig, run_pretrain
+from bertkit.vocab import learn_vocab
+from conftest import need_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    src = need_data("nsmc", "corpus.txt.gz")
+    d = tmp_path_factory.mktemp("corpus")
+    with gzip.open(src, "rt", encoding="utf-8") as f, open(d / "corpus.txt", "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            out.write(line)
+            if i >= 3000:
+                break
+    tok, _ = learn_vocab([d / "corpus.txt"], size=1500, show_progress=False)
+    tok.save(d / "vocab")
+    return d
+
+
+def config(corpus: Path, out: Path, **train) -> PretrainConfig:
+    return PretrainConfig.from_dict({
+        "corpus": [str(corpus / "corpus.txt")], "vocab": str(corpus / "vocab"), "out": str(out), "size": "tiny",
+        "max_seq_length": 64, "batch_size": 8, "eval_instances": 64, "eval_fraction": 0.05,
+        "train": {"steps": 12, "lr": 5e-4, "warmup": 2, "log_every": 1, "save_every": 4, "threads": 1, **train},
+    })
+
+
+def losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"}
+
+
+def cli_args(cfg: PretrainConfig) -> list[str]:
+    return ["pretrain", "--corpus", *cfg.corpus, "--vocab", cfg.vocab, "--out", cfg.out, "--size", cfg.size,
+            "--max-seq-length", str(cfg.max_seq_length), "--batch-size", str(cfg.batch_size),
+            "--steps", str(cfg.train.steps), "--lr", str(cfg.train.lr), "--warmup", str(cfg.train.warmup),
+            "--log-every", "1", "--save-every", str(cfg.train.save_every), "--threads", "1",
+            "--eval-fraction", str(cfg.eval_fraction)]
+
+
+def test_sigkill_while_saving_then_resume_continues_the_same_curve(small_corpus, tmp_path):
+    reference = config(small_corpus, tmp_path / "ref")
+    run_pretrain(reference, show_progress=False)
+    expected = losses(tmp_path / "ref")
+    assert sorted(expected) == list(range(1, 13))
+
+    crashed = config(small_corpus, tmp_path / "crash")
+    env = {**os.environ, "BERTKIT_FAULT_SAVE_DELAY": "8:60", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit.cli", *cli_args(crashed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    partial = []
+    while time.time() < deadline and not partial:  # wait until step 8's checkpoint is being written
+        partial = list((tmp_path / "crash" / "checkpoints").glob(".tmp-step-0000008-*/trainer_state.pt"))
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial, proc.stderr.read().decode()[-2000:]
+
+    found = checkpoints(tmp_path / "crash")
+    assert [p.name for p in found] == ["step-0000004"]  # the half-written step 8 is not a checkpoint
+    from bertkit.heads import BertForPreTraining
+    BertForPreTraining.from_pretrained(found[-1])  # and the previous one still loads
+    assert main(cli_args(crashed) + ["--resume"]) == 0
+    got = losses(tmp_path / "crash")
+    assert sorted(got) == list(range(1, 13))
+    for step in range(1, 13):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+    assert [p.name for p in checkpoints(tmp_path / "crash")] == ["step-0000008", "step-0000012"]
+
+
+def test_outputs_load_in_transformers_and_curves_exist(small_corpus, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = config(small_corpus, tmp_path / "run", steps=4, save_every=0)
+    result = run_pretrain(cfg, show_progress=False)
+    assert {"mlm_loss", "mlm_accuracy", "nsp_accuracy"} <= set(result)
+    out = tmp_path / "run"
+    assert (out / "metrics.png").stat().st_size > 1000
+    ref, info = transformers.BertForPreTraining.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    assert tok("영화가 재미있다")["input_ids"][0] == 2  # [CLS] of the learned vocabulary
+
+
+def test_accumulation_equals_one_big_batch(small_corpus, tmp_path):
+    a = config(small_corpus, tmp_path / "a", steps=3, save_every=0)
+    b = config(small_corpus, tmp_path / "b", steps=3, save_every=0, grad_accum=4)
+    a.model_overrides = b.model_overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    run_pretrain(a, show_progress=False)
+    run_pretrain(b, show_progress=False)
+    la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
+    for step in (1, 2, 3):
+        assert la[step] == pytest.approx(lb[step], abs=1e-5)
+
+
+def test_two_process_ddp_equals_one_process(small_corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    single = config(small_corpus, tmp_path / "single", steps=3, save_every=0)
+    single.model_overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    run_pretrain(single, show_progress=False)
+    (tmp_path / "ddp.json").write_text(json.dumps({"model_overrides": single.model_overrides}))
+    ddp = config(small_corpus, tmp_path / "ddp", steps=3, save_every=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", "-m", "bertkit.cli", *cli_args(ddp), "--config",
+                           str(tmp_path / "ddp.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    la, lb = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    for step in (1, 2, 3):
+        assert la[step] == pytest.approx(lb[step], abs=1e-5)
+    wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_damaged_trainer_state_is_named(small_corpus, tmp_path):
+    cfg = config(small_corpus, tmp_path / "run", steps=4, save_every=2)
+    run_pretrain(cfg, show_progress=False)
+    state = checkpoints(tmp_path / "run")[-1] / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    cfg.train.steps = 6
+    with pytest.raises(CheckpointError, match="step-0000004/trainer_state.pt: not a readable trainer state"):
+        run_pretrain(cfg, resume=True, show_progress=False)
