@@ -190,6 +190,23 @@ def run_pretrain(args) -> None:
     print(json.dumps({"out": cfg.out, **result}))
 
 
+def run_finetune(args) -> None:
+    from bertkit.data.tasks import SPLITS, find_split
+    from bertkit.train.finetune import FinetuneConfig, run_finetune
+
+    cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init,
+                         train_file=str(find_split(args.data, args.task, SPLITS[args.task][0])),
+                         eval_file=str(find_split(args.data, args.task, args.eval_split or SPLITS[args.task][1])))
+    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    for key in ("lr", "seed", "threads"):
+        if getattr(args, key) is not None:
+            setattr(cfg.train, key, getattr(args, key))
+    summary = run_finetune(cfg, show_progress=sys.stderr.isatty())
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
 # ---- the table ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
@@ -254,11 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-every", type=int)
     r.add_argument("--threads", type=int)
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    f = sub.add_parser("finetune", help="fine-tune a checkpoint on a sentence-classification task")
+    f.add_argument("--task", required=True, choices=["sst2", "nsmc", "tsv"],
+                   help="tsv: your own DIR/train.tsv and DIR/dev.tsv with 'text' and 'label' columns")
+    f.add_argument("--model", required=True, help="checkpoint directory (e.g. from `bertkit pretrain`)")
+    f.add_argument("--data", required=True, help="directory with the task's split files")
+    f.add_argument("--out", required=True)
+    f.add_argument("--init", choices=["pretrained", "random"], default="pretrained",
+                   help="random: the same architecture from random weights (the no-pre-training baseline)")
+    f.add_argument("--eval-split", help="split to evaluate on (default: dev; test for nsmc)")
+    f.add_argument("--epochs", type=float)
+    f.add_argument("--batch-size", type=int)
+    f.add_argument("--max-length", type=int)
+    f.add_argument("--max-train-examples", type=int)
+    f.add_argument("--max-eval-examples", type=int)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--seed", type=int)
+    f.add_argument("--threads", type=int)
     return p
 
 
 VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab,
-                              "pretrain": run_pretrain}
+                              "pretrain": run_pretrain, "finetune": run_finetune}
 
 
 def main(argv: list[str] | None = None) -> int:

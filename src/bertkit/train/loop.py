@@ -183,6 +183,9 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if env.main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not (show_progress and env.main))
     last_eval: dict = {}
+    # Statistics of the steps since the last log line, so that each line summarises its whole window.
+    window: dict[str, float] = {}
+    window_totals = torch.zeros(len(task.names), dtype=torch.float64)
     window_tokens, window_start = 0, time.perf_counter()
     model.train()
     for step in range(start, cfg.steps):
@@ -190,7 +193,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                  task.micro_batches(step, env.rank, env.world, cfg.grad_accum)]
         totals = _all_reduce(torch.tensor([sum(c) for c in zip(*(task.counts(b) for b in micro))],
                                           dtype=torch.float64, device=env.device), env)
-        stats: dict[str, float] = {}
+        window_totals += totals.cpu()
         for i, batch in enumerate(micro):
             sync = ddp.no_sync() if env.world > 1 and i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
@@ -199,7 +202,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                 # DDP averages gradients over ranks; the loss is already divided by the global count, so undo it.
                 (loss * env.world).backward()
             for k, v in s.items():
-                stats[k] = stats.get(k, 0.0) + v
+                window[k] = window.get(k, 0.0) + v
             window_tokens += int(batch["attention_mask"].sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -209,14 +212,15 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
         bar.update(1)
 
         if done % cfg.log_every == 0 or done == cfg.steps:
-            keys = sorted(stats)
-            summed = _all_reduce(torch.tensor([stats[k] for k in keys] + [window_tokens], dtype=torch.float64,
+            keys = sorted(window)
+            summed = _all_reduce(torch.tensor([window[k] for k in keys] + [window_tokens], dtype=torch.float64,
                                               device=env.device), env).tolist()
             elapsed = time.perf_counter() - window_start
-            row = {"split": "train", "step": done, **task.summarize(dict(zip(keys, summed)), totals.tolist()),
+            row = {"split": "train", "step": done, **task.summarize(dict(zip(keys, summed)), window_totals.tolist()),
                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                    "tokens_per_s": summed[-1] / elapsed, "time": time.time()}
-            window_tokens, window_start = 0, time.perf_counter()
+            window, window_tokens, window_start = {}, 0, time.perf_counter()
+            window_totals.zero_()
             if env.main:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
