@@ -22,6 +22,7 @@ import transformers
 
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.data.corpus import read_lines
+from bertkit.train.loop import keep_freed_memory
 from bertkit.data.pretraining import InstanceConfig, Masker, MaskingConfig, Schedule, ShardSet, build_shards
 from bertkit.vocab import learn_vocab
 
@@ -67,9 +68,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator as it is")
     ap.add_argument("--out", default="benchmarks/out/pretrain.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.default_malloc:
+        keep_freed_memory()  # as bertkit's training loop does; both libraries run in this process and benefit
     with tempfile.TemporaryDirectory() as tmp:
         tok, batches = real_batches(Path(tmp), args.steps + 1, args.batch)
     tokens = [int(b["attention_mask"].sum()) for b in batches]

@@ -16,6 +16,7 @@ intact. The data position is the step: tasks derive each step's batch from (seed
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -102,6 +103,18 @@ def setup_env() -> Env:
     return Env(rank=int(os.environ.get("RANK", "0")), world=world, device=device)
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS (no mmap for big blocks, no trimming).
+    A training step allocates the same large temporaries (activations, MLM logits) again and again; handing them
+    back and faulting fresh pages in each step costs 10-30 % of a CPU step here (benchmarks/pretrain.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+
+
 def _all_reduce(t: torch.Tensor, env: Env) -> torch.Tensor:
     if env.world > 1:
         dist.all_reduce(t)
@@ -158,6 +171,8 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     Returns the last evaluation."""
     env = env or setup_env()
     out = Path(out)
+    if env.device.type == "cpu":
+        keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + env.rank)  # dropout differs per rank, as it would across a bigger batch
