@@ -159,8 +159,6 @@ def build_shards(corpus: Sequence[str | Path], tokenizer: Tokenizer, out: str | 
         ids = [d for d in ids if d]
         n_docs[split] += len(ids)
         if cfg.objective == "bert":
-            if len(ids) < 2 and split == "train" and n_docs[split] < 2:
-                return  # decided at the end: a corpus of one document cannot make NotNext pairs
             instances = bert_instances(ids, cfg, rng)
         else:
             instances = roberta_instances(ids, cfg, tokenizer.sep_id, carry[split])

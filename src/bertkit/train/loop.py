@@ -128,14 +128,24 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted((p for p in found if (p / STATE).is_file()), key=lambda p: int(p.name[5:]))
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer, keep: int) -> Path:
+def rng_states(env: Env) -> list[torch.Tensor]:
+    """The torch RNG state of every rank (dropout differs per rank), gathered to all."""
+    state = torch.get_rng_state()
+    if env.world == 1:
+        return [state]
+    states: list = [None] * env.world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer, keep: int,
+                    rng: list[torch.Tensor]) -> Path:
     final = out / "checkpoints" / f"step-{step:07d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, tokenizer=tokenizer)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+             "torch_rng": rng, "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save(state, tmp / STATE)
     fault = os.environ.get("BERTKIT_FAULT_SAVE_DELAY", "")  # "STEP:SECONDS", fault injection for the crash test
     if fault and int(fault.split(":")[0]) == step:
@@ -147,14 +157,20 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
+def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> int:
     from bertkit.checkpoint import read_state_dict
 
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        rng = state["torch_rng"]
+        rng = [rng] if isinstance(rng, torch.Tensor) else rng  # one state: written before per-rank states
+        if len(rng) == env.world:  # the same number of processes: each continues its own random stream
+            torch.set_rng_state(rng[env.rank])
+        else:
+            log.warning("%s: saved by %d processes, resumed by %d: dropout noise will differ", path, len(rng),
+                        env.world)
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = int(state["step"])
@@ -183,7 +199,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     if resume:
         found = checkpoints(out)
         if found:
-            start = load_checkpoint(found[-1], model, optimizer, scheduler)
+            start = load_checkpoint(found[-1], model, optimizer, scheduler, env)
             log.warning("resuming from %s (step %d)", found[-1], start)
         else:
             log.warning("--resume: no checkpoint in %s; starting from scratch", out / "checkpoints")
@@ -245,8 +261,9 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
             if env.main:
                 plot_metrics(out / "metrics.jsonl")
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+            rng = rng_states(env)
             if env.main:
-                save_checkpoint(out, done, model, optimizer, scheduler, tokenizer, cfg.keep_checkpoints)
+                save_checkpoint(out, done, model, optimizer, scheduler, tokenizer, cfg.keep_checkpoints, rng)
             if env.world > 1:
                 dist.barrier()
     bar.close()
