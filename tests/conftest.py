@@ -105,3 +105,19 @@ def real_lines() -> dict[str, list[str]]:
         "wikipedia": wiki_paragraphs(1500),
         "conll": conll_sentences()[:2500],
     }
+
+
+def nsmc_corpus_head(directory: Path, lines: int, vocab_size: int):
+    """`directory/corpus.txt`: the first `lines` lines of the NSMC review corpus (documents = movies, blank line
+    between them), and `directory/vocab`: a vocabulary of `vocab_size` learned on it. Returns the tokenizer."""
+    from bertkit.vocab import learn_vocab
+
+    src = need_data("nsmc", "corpus.txt.gz")
+    with gzip.open(src, "rt", encoding="utf-8") as f, open(directory / "corpus.txt", "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            out.write(line)
+            if i + 1 >= lines:
+                break
+    tok, _ = learn_vocab([directory / "corpus.txt"], size=vocab_size, show_progress=False)
+    tok.save(directory / "vocab")
+    return tok

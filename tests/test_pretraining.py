@@ -11,8 +11,7 @@ from bertkit.data.corpus import CorpusError, read_documents, split_sentences
 from bertkit.data.pretraining import (InstanceConfig, Masker, MaskingConfig, Schedule, ShardError, ShardSet,
                                       build_shards)
 from bertkit.heads import IGNORE
-from bertkit.vocab import learn_vocab
-from conftest import need_data
+from conftest import nsmc_corpus_head
 
 
 def test_sentence_splitter_english_and_korean():
@@ -38,17 +37,8 @@ def test_documents_in_both_layouts(tmp_path):
 @pytest.fixture(scope="module")
 def korean(tmp_path_factory):
     """The first 30,000 lines of the NSMC review corpus (documents = movies) and a vocabulary learned on them."""
-    import gzip
-
-    src = need_data("nsmc", "corpus.txt.gz")
     d = tmp_path_factory.mktemp("ko")
-    with gzip.open(src, "rt", encoding="utf-8") as f, open(d / "corpus.txt", "w", encoding="utf-8") as out:
-        for i, line in enumerate(f):
-            out.write(line)
-            if i >= 30_000:
-                break
-    tok, _ = learn_vocab([d / "corpus.txt"], size=8000, show_progress=False)
-    tok.save(d / "vocab")
+    tok = nsmc_corpus_head(d, 30_000, 8000)
     build_shards([d / "corpus.txt"], tok, d / "shards", InstanceConfig(max_seq_length=128), show_progress=False)
     return d, tok, ShardSet(d / "shards" / "train")
 

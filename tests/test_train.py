@@ -3,7 +3,6 @@ processes equal to one, accumulation equal to a big batch, and the outputs trans
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -20,23 +19,15 @@ from bertkit.cli import main
 from bertkit.train.loop import checkpoints
 from bertkit.train.plot import read_metrics
 from bertkit.train.pretrain import PretrainConfig, run_pretrain
-from bertkit.vocab import learn_vocab
-from conftest import need_data
+from conftest import nsmc_corpus_head
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
-    src = need_data("nsmc", "corpus.txt.gz")
     d = tmp_path_factory.mktemp("corpus")
-    with gzip.open(src, "rt", encoding="utf-8") as f, open(d / "corpus.txt", "w", encoding="utf-8") as out:
-        for i, line in enumerate(f):
-            out.write(line)
-            if i >= 3000:
-                break
-    tok, _ = learn_vocab([d / "corpus.txt"], size=1500, show_progress=False)
-    tok.save(d / "vocab")
+    nsmc_corpus_head(d, 3000, 1500)
     return d
 
 
