@@ -24,6 +24,7 @@ which is what makes resumed and distributed runs equal to a single uninterrupted
 
 from __future__ import annotations
 
+import array
 import json
 import zlib
 from dataclasses import asdict, dataclass
@@ -197,33 +198,33 @@ class ShardWriter:
         self.dir, self.cfg, self.tokenizer = directory, cfg, tokenizer
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "meta.json").unlink(missing_ok=True)  # the set is incomplete until meta.json is back
-        self.tokens: list[int] = []
-        self.index: list[tuple[int, int, int, int]] = []
+        self.tokens = array.array("i")  # 4 bytes a token, not a Python int each: shards stay cheap to build
+        self.index = array.array("q")  # offset, len A, len B, label; 4 per instance
         self.shards: list[dict] = []
         self.count = 0
 
     def add(self, a: list[int], b: list[int], label: int) -> None:
-        self.index.append((len(self.tokens), len(a), len(b), label))
+        self.index.extend((len(self.tokens), len(a), len(b), label))
         self.tokens.extend(a)
         self.tokens.extend(b)
-        if len(self.index) >= self.cfg.instances_per_shard:
+        if len(self.index) // 4 >= self.cfg.instances_per_shard:
             self._write()
 
     def _write(self) -> None:
         if not self.index:
             return
         name = f"shard-{len(self.shards):05d}"
-        entry = {"name": name, "instances": len(self.index)}
-        for suffix, array in (("tokens", np.asarray(self.tokens, dtype=np.int32)),
-                              ("index", np.asarray(self.index, dtype=np.int64).reshape(-1, 4))):
+        entry = {"name": name, "instances": len(self.index) // 4}
+        for suffix, values in (("tokens", np.frombuffer(self.tokens, dtype=np.int32)),
+                               ("index", np.frombuffer(self.index, dtype=np.int64).reshape(-1, 4))):
             path = self.dir / f"{name}.{suffix}.npy"
             with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would append .npy
-                np.save(f, array, allow_pickle=False)
+                np.save(f, values, allow_pickle=False)
             data = path.read_bytes()
             entry[suffix] = {"bytes": len(data), "crc32": zlib.crc32(data)}
         self.shards.append(entry)
-        self.count += len(self.index)
-        self.tokens, self.index = [], []
+        self.count += entry["instances"]
+        self.tokens, self.index = array.array("i"), array.array("q")
 
     def close(self, documents: int) -> dict:
         self._write()
