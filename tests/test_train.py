@@ -135,3 +135,13 @@ def test_damaged_trainer_state_is_named(small_corpus, tmp_path):
     cfg.train.steps = 6
     with pytest.raises(CheckpointError, match="step-0000004/trainer_state.pt: not a readable trainer state"):
         run_pretrain(cfg, resume=True, show_progress=False)
+
+
+def test_bf16_autocast_runs_on_cpu_when_asked(small_corpus, tmp_path):
+    """`bf16: on` forces autocast (CPUs without AMX are slower in bf16, so `auto` keeps fp32 there)."""
+    cfg = config(small_corpus, tmp_path / "bf16", steps=2, save_every=0, bf16="on")
+    run_pretrain(cfg, show_progress=False)
+    got = losses(tmp_path / "bf16")
+    assert all(0 < v < 20 for v in got.values())
+    from safetensors.torch import load_file
+    assert load_file(tmp_path / "bf16" / "model.safetensors")["cls.predictions.bias"].dtype == torch.float32
