@@ -9,7 +9,7 @@ import pytest
 from bertkit import BertConfig, BertModel, Tokenizer
 from bertkit.cli import main
 from bertkit.data.corpus import CorpusError
-from bertkit.data.tasks import read_classification
+from bertkit.data.tasks import find_split, read_classification, read_task
 from conftest import need_data
 
 
@@ -30,6 +30,29 @@ def test_readers_name_file_and_line(tmp_path):
         read_classification(bad, "sst2")
     nsmc, _ = read_classification(need_data("nsmc", "test.tsv.gz"), "nsmc")
     assert len(nsmc) == 50000
+
+
+@pytest.mark.parametrize("task,split,count,labels", [
+    ("sst2", "dev", 872, ["0", "1"]), ("cola", "dev", 1043, ["0", "1"]), ("mrpc", "dev", 408, ["0", "1"]),
+    ("rte", "dev", 277, ["entailment", "not_entailment"]), ("wnli", "dev", 71, ["0", "1"]),
+    ("qnli", "dev", 5463, ["entailment", "not_entailment"]), ("stsb", "dev", 1500, None),
+])
+def test_glue_readers_on_the_real_files(task, split, count, labels):
+    folder = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "rte": "RTE", "wnli": "WNLI", "qnli": "QNLI",
+              "stsb": "STS-B"}[task]
+    examples, names = read_task(find_split(need_data("glue", folder), task, split), task)
+    assert len(examples) == count and names == labels
+    assert all(e.text for e in examples)
+    assert (examples[0].text_pair is None) == (task in ("sst2", "cola"))
+    if task == "stsb":
+        assert all(0.0 <= e.label <= 5.0 for e in examples)
+
+
+def test_klue_readers_on_the_real_files():
+    nli, names = read_task(find_split(need_data("klue"), "klue-nli", "dev"), "klue-nli")
+    assert len(nli) == 3000 and names == ["entailment", "neutral", "contradiction"] and nli[0].text_pair
+    sts, none = read_task(find_split(need_data("klue"), "klue-sts", "dev"), "klue-sts")
+    assert len(sts) == 519 and none is None and sts[0].label == 4.9
 
 
 def test_finetune_cli_pretrained_and_random(tmp_path, minilm_dir, capsys):

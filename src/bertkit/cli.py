@@ -25,6 +25,7 @@ class InputError(ValueError):
     """A malformed input file; the message names the file and line."""
 
 
+CLASSIFICATION_TASKS = ["sst2", "cola", "mrpc", "rte", "wnli", "qnli", "mnli", "qqp", "nsmc", "klue-nli", "tsv"]
 USER_ERRORS = (InputError, CheckpointError, ConfigError, TokenizerError, CorpusError, ShardError)
 
 
@@ -271,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-every", type=int)
     r.add_argument("--threads", type=int)
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    f = sub.add_parser("finetune", help="fine-tune a checkpoint on a sentence-classification task")
-    f.add_argument("--task", required=True, choices=["sst2", "nsmc", "tsv"],
-                   help="tsv: your own DIR/train.tsv and DIR/dev.tsv with 'text' and 'label' columns")
+    f = sub.add_parser("finetune", help="fine-tune a checkpoint on a sentence (pair) classification task")
+    f.add_argument("--task", required=True, choices=CLASSIFICATION_TASKS,
+                   help="tsv: your own DIR/train.tsv and DIR/dev.tsv with 'text' (, 'text_pair') and 'label' columns")
     f.add_argument("--model", required=True, help="checkpoint directory (e.g. from `bertkit pretrain`)")
     f.add_argument("--data", required=True, help="directory with the task's split files")
     f.add_argument("--out", required=True)

@@ -1,4 +1,4 @@
-"""Fine-tuning recipe for sentence classification over the one training loop (the paper's defaults: lr 2e-5..5e-5,
+"""Fine-tuning recipe for sentence and sentence-pair classification over the one training loop (the paper's defaults: lr 2e-5..5e-5,
 batch 32, a few epochs, 10 % warm-up, dropout 0.1). Pairs, spans and tags come with the fine-tuning issue.
 
 `init="random"` trains the same architecture from random weights: the baseline that shows what pre-training buys.
@@ -52,7 +52,8 @@ class ClassificationTask:
         self.schedule = Schedule(len(self.train[0]), batch_size, seed)
 
     def _encode(self, examples: list[Example], index: dict[str, int], max_length: int):
-        encs = self.tok.encode_batch([e.text for e in examples], max_length=max_length)
+        pairs = [e.text_pair or "" for e in examples] if any(e.text_pair is not None for e in examples) else None
+        encs = self.tok.encode_batch([e.text for e in examples], pairs, max_length=max_length)
         return [e.ids for e in encs], [e.type_ids for e in encs], [index[e.label] for e in examples]
 
     def _batch(self, split, rows: list[int]) -> dict[str, torch.Tensor]:
