@@ -14,19 +14,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from bertkit.checkpoint import CheckpointError, atomic_path
-from bertkit.config import ConfigError
-from bertkit.tokenizer import TokenizerError
-from bertkit.data.corpus import CorpusError
-from bertkit.data.pretraining import ShardError
+from bertkit.checkpoint import atomic_path
+from bertkit.data.tasks import TASKS
 
 
 class InputError(ValueError):
     """A malformed input file; the message names the file and line."""
 
 
-CLASSIFICATION_TASKS = ["sst2", "cola", "mrpc", "rte", "wnli", "qnli", "mnli", "qqp", "nsmc", "klue-nli", "tsv"]
-USER_ERRORS = (InputError, CheckpointError, ConfigError, TokenizerError, CorpusError, ShardError)
+CLASSIFICATION_TASKS = [name for name, spec in TASKS.items() if not spec.regression]
 
 
 def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]:
@@ -302,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         VERBS[args.verb](args)
-    except USER_ERRORS as e:
-        print(f"bertkit {args.verb}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as e:  # bad values from the library's own checks (lengths, shapes)
+    except (ValueError, TypeError) as e:
+        # bertkit's own errors (ConfigError, CheckpointError, TokenizerError, CorpusError, ShardError, InputError)
+        # are ValueErrors whose message names the file and line or field; so are the library's input checks.
+        if args.verbose:
+            raise
         print(f"bertkit {args.verb}: error: {e}", file=sys.stderr)
         return 2
     return 0
