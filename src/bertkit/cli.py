@@ -194,7 +194,7 @@ def run_finetune(args) -> None:
     cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init,
                          train_file=str(find_split(args.data, args.task, SPLITS[args.task][0])),
                          eval_file=str(find_split(args.data, args.task, args.eval_split or SPLITS[args.task][1])))
-    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
+    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "dropout"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     for key in ("lr", "seed", "threads"):
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-train-examples", type=int)
     f.add_argument("--max-eval-examples", type=int)
     f.add_argument("--lr", type=float)
+    f.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1, the paper's)")
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     return p

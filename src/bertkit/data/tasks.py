@@ -1,8 +1,11 @@
 """Task readers: labelled examples from the files the benchmarks ship, with errors that name file and line.
 
-Sentence and sentence-pair tasks, classification and regression: GLUE (SST-2, CoLA, MRPC, RTE, STS-B, WNLI, QNLI,
-MNLI, QQP formats), NSMC, KLUE-NLI and KLUE-STS (JSON), and a user's own TSV/CSV (`text`, optional `text_pair`,
-`label`). Spans (SQuAD, KorQuAD) and tags (CoNLL, KLUE-NER) come with the fine-tuning issue.
+- sentence and sentence-pair tasks, classification and regression (`read_task`): GLUE (SST-2, CoLA, MRPC, RTE,
+  STS-B, WNLI, QNLI, MNLI, QQP formats), NSMC, KLUE-NLI and KLUE-STS (JSON), and a user's own file (`custom`:
+  TSV, CSV with a header, or JSON lines; fields `text`, optional `text_pair`, `label`);
+- span question answering (`read_squad`): SQuAD v1.1 and v2.0 (`is_impossible`), KorQuAD 1.0;
+- token tagging (`read_conll`, `read_klue_ner`): CoNLL-2003 (word ... tag columns, with or without `-DOCSTART-`),
+  KLUE-NER (one character per line, BIO).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ TASKS: dict[str, Spec] = {
     "klue-nli": Spec("premise", "gold_label", pair="hypothesis", labels=("entailment", "neutral", "contradiction"),
                      fmt="klue-json"),
     "klue-sts": Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json"),
-    "tsv": Spec("text", "label", pair="text_pair"),  # a user's file; `text_pair` optional
+    "custom": Spec("text", "label", pair="text_pair"),  # a user's file (.tsv, .csv, .jsonl); `text_pair` optional
 }
 
 
@@ -108,6 +111,25 @@ def _rows_tsv(path: Path, spec: Spec):
         yield f"{path}: line {lineno}", row[index[spec.text]], pair, row[index[spec.label]]
 
 
+def _rows_jsonl(path: Path, spec: Spec):
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {lineno}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(item, dict):
+            raise CorpusError(f"{where}: expected a JSON object")
+        for name in (spec.text, spec.label):
+            if name not in item:
+                raise CorpusError(f"{where}: missing field '{name}'")
+        if not isinstance(item[spec.text], str) or not isinstance(item.get(spec.pair, ""), (str, type(None))):
+            raise CorpusError(f"{where}: '{spec.text}' and '{spec.pair}' must be strings")
+        yield where, item[spec.text], item.get(spec.pair), item[spec.label]
+
+
 def _rows_klue(path: Path, spec: Spec):
     try:
         data = json.loads(_read_text(path))
@@ -131,7 +153,12 @@ def read_task(path: str | Path, task: str) -> tuple[list[Example], list[str] | N
     if task not in TASKS:
         raise ValueError(f"task '{task}': choose one of {', '.join(TASKS)}")
     spec, path = TASKS[task], Path(path)
-    rows = _rows_klue(path, spec) if spec.fmt == "klue-json" else _rows_tsv(path, spec)
+    if spec.fmt == "klue-json":
+        rows = _rows_klue(path, spec)
+    elif path.name.removesuffix(".gz").endswith(".jsonl"):
+        rows = _rows_jsonl(path, spec)
+    else:
+        rows = _rows_tsv(path, spec)
     examples = [Example(text, _label(label, spec, where), pair) for where, text, pair, label in rows]
     if not examples:
         raise CorpusError(f"{path}: no examples")
@@ -151,13 +178,135 @@ def read_classification(path: str | Path, task: str) -> tuple[list[Example], lis
 def find_split(directory: str | Path, task: str, split: str) -> Path:
     """`DIR/<split>` with .tsv, .tsv.gz, .csv, .csv.gz, .json or .json.gz; KLUE files keep their long names."""
     d = Path(directory)
-    names = [f"{split}{s}" for s in (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".json", ".json.gz")]
+    names = [f"{split}{s}" for s in (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")]
     if TASKS[task].fmt == "klue-json":
         names += [f"{task}-v1.1_{split}.json", f"{task}-v1.1_{split}.json.gz"]
     for name in names:
         if (d / name).is_file():
             return d / name
-    raise CorpusError(f"{d}: no {split}.tsv(.gz) or {split}.csv(.gz) for task '{task}'")
+    raise CorpusError(f"{d}: no {split}.tsv(.gz), {split}.csv(.gz) or {split}.jsonl(.gz) for task '{task}'")
 
 
 SPLITS = {task: spec.splits for task, spec in TASKS.items()}
+
+
+# ---- span question answering -------------------------------------------------------------------------------------
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]  # (text, character offset in context); several for dev sets
+    is_impossible: bool = False
+    title: str = ""
+
+
+def read_squad(path: str | Path) -> list[QAExample]:
+    """SQuAD v1.1 / v2.0 and KorQuAD 1.0 (the same JSON layout). Every answer must sit where `answer_start` says:
+    a misplaced one is an error naming the question, never a silently wrong training target."""
+    path = Path(path)
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise CorpusError(f"{path}: expected a JSON object with a 'data' list (SQuAD layout)")
+    examples = []
+    for i, article in enumerate(data["data"]):
+        for j, para in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
+            where = f"{path}: data[{i}].paragraphs[{j}]"
+            try:
+                context = para["context"]
+                for k, qa in enumerate(para["qas"]):
+                    here = f"{where}.qas[{k}] (id {qa.get('id', '?')})"
+                    impossible = bool(qa.get("is_impossible", False))
+                    answers = []
+                    for a in qa.get("answers", []):
+                        text, start = a["text"], int(a["answer_start"])
+                        if context[start:start + len(text)] != text:
+                            raise CorpusError(f"{here}: answer {text!r} is not at answer_start {start} of the context")
+                        answers.append((text, start))
+                    if not answers and not impossible:
+                        raise CorpusError(f"{here}: no answers and not marked is_impossible")
+                    if not isinstance(qa["question"], str) or not qa["question"].strip():
+                        raise CorpusError(f"{here}: empty question")
+                    examples.append(QAExample(str(qa["id"]), qa["question"], context, [] if impossible else answers,
+                                              impossible, str(article.get("title", ""))))
+            except (KeyError, TypeError, ValueError) as e:
+                if isinstance(e, CorpusError):
+                    raise
+                raise CorpusError(f"{where}: missing or malformed field ({type(e).__name__}: {e})") from None
+    if not examples:
+        raise CorpusError(f"{path}: no questions")
+    return examples
+
+
+# ---- token tagging -----------------------------------------------------------------------------------------------
+@dataclass
+class TagExample:
+    words: list[str]  # CoNLL: the words; KLUE-NER: the characters of `text`, spaces included
+    tags: list[str]  # one per word
+    text: str | None = None  # KLUE-NER: the sentence, so that predictions map back to character offsets
+    id: str = ""
+
+
+def read_conll(path: str | Path) -> list[TagExample]:
+    """CoNLL-2003 style: one token per line, the word first and the tag last (`word POS chunk NER` or `word NER`),
+    a blank line between sentences; `-DOCSTART-` lines (present or not) are skipped."""
+    path = Path(path)
+    examples, words, tags = [], [], []
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            if words:
+                examples.append(TagExample(words, tags, id=f"{len(examples)}"))
+                words, tags = [], []
+            continue
+        if len(cols) < 2:
+            raise CorpusError(f"{path}: line {lineno}: expected 'word ... tag', found {line!r}")
+        words.append(cols[0])
+        tags.append(_tag(cols[-1], f"{path}: line {lineno}"))
+    if words:
+        examples.append(TagExample(words, tags, id=f"{len(examples)}"))
+    if not examples:
+        raise CorpusError(f"{path}: no sentences")
+    return examples
+
+
+def read_klue_ner(path: str | Path) -> list[TagExample]:
+    """KLUE-NER: `## <guid>\t<annotated sentence>` then one `character\tBIO tag` line per character (spaces
+    included), a blank line between sentences; other `##` lines are comments."""
+    path = Path(path)
+    examples, chars, tags, guid = [], [], [], ""
+
+    def flush():
+        if chars:
+            examples.append(TagExample(list(chars), list(tags), text="".join(chars), id=guid))
+        chars.clear()
+        tags.clear()
+
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if line.startswith("##"):
+            head = line[2:].strip().split("\t", 1)
+            if len(head) == 2 and not head[0].startswith(("토큰", "문장", "주석", "컬럼")):
+                flush()
+                guid = head[0]
+            continue
+        if not line.strip("\r"):
+            flush()
+            continue
+        char, sep, tag = line.rstrip("\r").rpartition("\t")
+        if not sep or len(char) != 1:
+            raise CorpusError(f"{path}: line {lineno}: expected 'character<TAB>tag', found {line!r}")
+        chars.append(char)
+        tags.append(_tag(tag, f"{path}: line {lineno}"))
+    flush()
+    if not examples:
+        raise CorpusError(f"{path}: no sentences")
+    return examples
+
+
+def _tag(tag: str, where: str) -> str:
+    if tag != "O" and not (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-"):
+        raise CorpusError(f"{where}: tag {tag!r} is not O, B-X, I-X, E-X or S-X")
+    return tag

@@ -36,6 +36,9 @@ class FinetuneConfig:
     epochs: float = 3.0
     max_train_examples: int = 0  # 0: all
     max_eval_examples: int = 0
+    # The paper's fine-tuning dropout, whatever the checkpoint was pre-trained with (short pre-training runs turn
+    # it off, and config.json carries that); None keeps the checkpoint's values.
+    dropout: float | None = 0.1
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-5, warmup=0.1, log_every=50,
                                                                    save_every=0, keep_checkpoints=1))
 
@@ -108,6 +111,8 @@ def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
     config.problem_type = "single_label_classification"
+    if cfg.dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
     torch.manual_seed(cfg.train.seed)
     if cfg.init == "pretrained":
         model = BertForSequenceClassification.from_pretrained(cfg.model, config=config)
