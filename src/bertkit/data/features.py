@@ -1,0 +1,240 @@
+"""Examples -> model features, and model outputs -> answers in the original text. Each task family's encoding and
+its inverse live side by side, so that what training saw and what prediction returns cannot drift apart.
+
+Span QA (SQuAD, KorQuAD), as Google's `run_squad.py` does it:
+- the question is cut to `max_query_length` tokens; the context is tokenised once, with character offsets;
+- windows: `[CLS] question [SEP] context window [SEP]`, each at most `max_length` tokens. **`doc_stride` is the
+  step** between the first context tokens of two consecutive windows (Google's meaning; Hugging Face's fast
+  tokenizers call the *overlap* `stride`: overlap = window length - doc_stride);
+- a token seen by several windows is scored only in the window where it has the most context on both sides
+  (`max_context`), and an answer may only start at such a token;
+- training targets: the answer's first and last tokens when the whole answer lies in the window, else
+  `[CLS]` (index 0), as for unanswerable SQuAD 2.0 questions;
+- decoding: the `n_best` highest start and end logits of each window, every pair with start <= end and at most
+  `max_answer_length` tokens, scored by the sum of the two logits; the best over all windows wins and is
+  mapped back to the characters of the context. SQuAD 2.0: the null score is the lowest `[CLS]` start + end over
+  the windows, and the answer is empty when null score - best span score > `null_threshold`.
+
+Token tagging (CoNLL-2003 words, KLUE-NER characters): the text is tokenised with offsets; the label of a word
+goes on the token where the word starts, other tokens get -100 (ignored). A prediction goes back to every word
+that starts a token; a word inside a token (a KLUE-NER character in the middle of a WordPiece) takes the entity of
+the token it lies in, as an I- tag (O stays O); a word no token covers (a space) is inside an entity when the
+entity goes on after it. Sentences longer than the model window are cut into overlapping
+windows, and each word is read from the window where it has the most context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from bertkit.data.tasks import QAExample, TagExample
+from bertkit.tokenizer import Tokenizer
+
+IGNORE = -100
+
+
+# ---- span question answering -------------------------------------------------------------------------------------
+@dataclass
+class QAFeature:
+    example: int  # index into the examples list
+    input_ids: list[int]
+    token_type_ids: list[int]
+    offsets: list[tuple[int, int] | None]  # character span in the context for context tokens, None otherwise
+    max_context: list[bool]  # True where this window is the best one for the token
+    start_position: int = 0  # training target; 0 ([CLS]) when the answer is not (wholly) in this window
+    end_position: int = 0
+
+
+@dataclass
+class QASettings:
+    max_length: int = 384
+    doc_stride: int = 128  # the step between windows (see the module docstring)
+    max_query_length: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30  # in tokens
+    null_threshold: float = 0.0  # SQuAD 2.0: answer "" when null score - best span score > this
+
+
+def qa_features(tokenizer: Tokenizer, examples: Sequence[QAExample], settings: QASettings = QASettings(),
+                train: bool = False) -> list[QAFeature]:
+    """Windows over every example's context (see the module docstring)."""
+    s = settings
+    questions = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
+    contexts = tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
+    features = []
+    for n, (ex, q, c) in enumerate(zip(examples, questions, contexts)):
+        q_ids = q.ids[: s.max_query_length]
+        room = s.max_length - len(q_ids) - 3
+        if room < 1:
+            raise ValueError(f"max_length {s.max_length} leaves no room for the context after a "
+                             f"{len(q_ids)}-token question")
+        c_ids, c_off = c.ids, c.offsets
+        starts = list(range(0, max(len(c_ids) - room, 0) + 1, s.doc_stride))
+        if starts[-1] + room < len(c_ids):  # the step does not land on the end: one more window reaches it
+            starts.append(starts[-1] + s.doc_stride)
+        spans = [(b, min(room, len(c_ids) - b)) for b in starts]
+        answer = _answer_tokens(ex, c_off) if train else None
+        for b, length in spans:
+            head = [tokenizer.cls_id] + q_ids + [tokenizer.sep_id]
+            ids = head + c_ids[b:b + length] + [tokenizer.sep_id]
+            types = [0] * len(head) + [1] * (length + 1)
+            offsets = [None] * len(head) + [tuple(o) for o in c_off[b:b + length]] + [None]
+            best = [None] * len(head) + [_is_max_context(spans, (b, length), b + i) for i in range(length)] + [None]
+            feature = QAFeature(n, ids, types, offsets, [bool(x) for x in best])
+            if answer is not None and answer[0] >= b and answer[1] < b + length:
+                feature.start_position = answer[0] - b + len(head)
+                feature.end_position = answer[1] - b + len(head)
+            features.append(feature)
+    return features
+
+
+def _answer_tokens(ex: QAExample, offsets) -> tuple[int, int] | None:
+    """First and last context tokens of the (first) answer; None for unanswerable questions."""
+    if ex.is_impossible or not ex.answers:
+        return None
+    text, start = ex.answers[0]
+    end = start + len(text)
+    first = next((i for i, (a, b) in enumerate(offsets) if b > start), None)
+    last = next((i for i in range(len(offsets) - 1, -1, -1) if offsets[i][0] < end), None)
+    if first is None or last is None or last < first:
+        return None  # the answer is whitespace only, or lies in characters the tokenizer drops
+    return first, last
+
+
+def _is_max_context(spans: list[tuple[int, int]], span: tuple[int, int], position: int) -> bool:
+    """Google's rule: a token's context in a window is min(tokens left, tokens right) + 0.01 * window length;
+    it belongs to the window where that is largest (the first such window on ties)."""
+    best, best_score = None, None
+    for b, length in spans:
+        if not b <= position < b + length:
+            continue
+        score = min(position - b, b + length - 1 - position) + 0.01 * length
+        if best_score is None or score > best_score:
+            best, best_score = (b, length), score
+    return best == span
+
+
+@dataclass
+class Answer:
+    text: str
+    start: int  # characters in the context
+    end: int
+    score: float  # start + end logit; for an empty answer the null score
+    null_score: float | None = None
+    candidates: list[tuple[str, int, int, float]] = field(default_factory=list)  # the n-best, best first
+
+
+def qa_decode(example: QAExample, features: Sequence[QAFeature], start_logits: Sequence[np.ndarray],
+              end_logits: Sequence[np.ndarray], settings: QASettings = QASettings(),
+              allow_empty: bool = False) -> Answer:
+    """The best answer to one example over all its windows (see the module docstring)."""
+    s = settings
+    found: dict[tuple[int, int], float] = {}
+    null = None
+    for f, st, en in zip(features, start_logits, end_logits):
+        st, en = np.asarray(st, dtype=np.float64), np.asarray(en, dtype=np.float64)
+        null = st[0] + en[0] if null is None else min(null, st[0] + en[0])
+        n = len(f.input_ids)
+        for i in np.argsort(-st[:n])[: s.n_best]:
+            if f.offsets[i] is None or not f.max_context[i]:
+                continue
+            for j in np.argsort(-en[:n])[: s.n_best]:
+                if f.offsets[j] is None or j < i or j - i + 1 > s.max_answer_length:
+                    continue
+                span = (f.offsets[i][0], f.offsets[j][1])
+                score = float(st[i] + en[j])
+                if score > found.get(span, -np.inf):
+                    found[span] = score
+    ranked = sorted(found.items(), key=lambda kv: -kv[1])[: s.n_best]
+    candidates = [(example.context[a:b], a, b, score) for (a, b), score in ranked]
+    if not candidates:
+        return Answer("", 0, 0, float(null if null is not None else 0.0), null, [])
+    text, a, b, score = candidates[0]
+    if allow_empty and null is not None and null - score > s.null_threshold:
+        return Answer("", 0, 0, float(null), float(null), candidates)
+    return Answer(text, a, b, score, None if null is None else float(null), candidates)
+
+
+# ---- token tagging -------------------------------------------------------------------------------------------------
+@dataclass
+class TagFeature:
+    example: int
+    input_ids: list[int]
+    token_type_ids: list[int]
+    labels: list[int]  # label id on the token where a word starts, IGNORE elsewhere
+    token_words: list[int | None]  # the word a token starts, or None (specials, continuation pieces)
+    best_words: set[int]  # words whose prediction is read from this window
+    inside: dict[int, int]  # word -> the word whose token it lies in, for words that start no token
+
+
+def word_spans(example: TagExample) -> tuple[str, list[tuple[int, int]]]:
+    """The text and each word's character span: KLUE-NER's words are the characters of its text; CoNLL words are
+    joined by single spaces."""
+    if example.text is not None:
+        return example.text, [(i, i + 1) for i in range(len(example.text))]
+    spans, pos = [], 0
+    for w in example.words:
+        spans.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    return " ".join(example.words), spans
+
+
+def tag_features(tokenizer: Tokenizer, examples: Sequence[TagExample], label_ids: dict[str, int],
+                 max_length: int = 128, train: bool = True) -> list[TagFeature]:
+    texts_spans = [word_spans(e) for e in examples]
+    encodings = tokenizer.encode_batch([t for t, _ in texts_spans], add_special_tokens=False)
+    room = max_length - 2
+    step = max(room // 2, 1)
+    features = []
+    for n, (ex, (text, spans), enc) in enumerate(zip(examples, texts_spans, encodings)):
+        word_at = np.full(len(text) + 1, -1)
+        for w, (a, b) in enumerate(spans):
+            word_at[a:b] = w
+        token_words: list[int | None] = []
+        inside: dict[int, int] = {}
+        labelled = set()  # a word gets its label on its first token only
+        for a, b in enc.offsets:
+            w = int(word_at[a])
+            first = w >= 0 and w not in labelled
+            token_words.append(w if first else None)
+            if first:
+                labelled.add(w)
+                for c in range(a + 1, b):  # further words covered by this token (KLUE characters)
+                    if word_at[c] >= 0 and word_at[c] != w:
+                        inside.setdefault(int(word_at[c]), w)
+        ids = enc.ids
+        windows = list(range(0, max(len(ids) - room, 0) + 1, step))
+        if windows[-1] + room < len(ids):
+            windows.append(windows[-1] + step)
+        bounds = [(b, min(room, len(ids) - b)) for b in windows]
+        for b, length in bounds:
+            words = token_words[b:b + length]
+            best = {w for i, w in enumerate(words) if w is not None and _is_max_context(bounds, (b, length), b + i)}
+            labels = [IGNORE] + [label_ids.get(ex.tags[w], IGNORE) if (w is not None and train) else IGNORE
+                                 for w in words] + [IGNORE]
+            features.append(TagFeature(n, [tokenizer.cls_id] + ids[b:b + length] + [tokenizer.sep_id],
+                                       [0] * (length + 2), labels, [None] + words + [None], best, inside))
+    return features
+
+
+def tag_decode(example: TagExample, features: Sequence[TagFeature], predictions: Sequence[Sequence[int]],
+               id2label: dict[int, str]) -> list[str]:
+    """One tag per word of `example` from the windows' predicted label ids (see the module docstring)."""
+    tags = ["O"] * len(example.words)
+    for f, pred in zip(features, predictions):
+        for i, w in enumerate(f.token_words):
+            if w is not None and w in f.best_words:
+                tags[w] = id2label[int(pred[i])]
+    covered = set(features[0].inside) if features else set()
+    for f in features:
+        covered.update(w for w in f.token_words if w is not None)
+    for w, owner in (features[0].inside.items() if features else ()):
+        tags[w] = "O" if tags[owner] == "O" else "I-" + tags[owner][2:]
+    # Words no token covers (KLUE-NER's spaces): inside an entity when the entity goes on after them.
+    for w in range(1, len(tags) - 1):
+        if w not in covered and tags[w - 1] != "O" and tags[w + 1] == "I-" + tags[w - 1][2:]:
+            tags[w] = tags[w + 1]
+    return tags
