@@ -4,7 +4,8 @@ from bertkit.checkpoint import (CheckpointError, LoadReport, load_model, load_pr
                                 save_pretrained)
 from bertkit.config import SIZES, BertConfig, ConfigError
 from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
-                           BertForSequenceClassification, BertForTokenClassification, HeadOutput)
+                           BertForReplacedTokenDetection, BertForSequenceClassification, BertForTokenClassification,
+                           HeadOutput)
 from bertkit.model import BertModel, EncoderOutput
 from bertkit.tokenizer import Encoding, Tokenizer, TokenizerError
 from bertkit.vocab import VocabReport, learn_vocab
@@ -15,7 +16,7 @@ __all__ = [
     "BertConfig", "ConfigError", "SIZES",
     "BertModel", "EncoderOutput",
     "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
-    "BertForQuestionAnswering", "HeadOutput",
+    "BertForQuestionAnswering", "BertForReplacedTokenDetection", "HeadOutput",
     "Tokenizer", "Encoding", "TokenizerError", "learn_vocab", "VocabReport",
     "load_pretrained", "load_model", "save_pretrained", "packaged_model_dir", "CheckpointError", "LoadReport",
 ]

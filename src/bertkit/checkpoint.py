@@ -43,7 +43,7 @@ TIED = {  # alias -> the tensor it is tied to
     "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
 }
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")  # heads of the HF BERT classes
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "discriminator_predictions.")  # heads of the HF classes
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 
 

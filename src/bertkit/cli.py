@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory: checkpoints/, metrics.jsonl/.png, the final model")
     r.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
     r.add_argument("--size", choices=["tiny", "mini", "small", "medium", "base", "large"])
-    r.add_argument("--objective", choices=["bert", "roberta"])
+    r.add_argument("--objective", choices=["bert", "roberta", "electra"],
+                   help="MLM + NSP (default), MLM on packed sentences, or ELECTRA's replaced-token detection")
     r.add_argument("--format", choices=["sentences", "paragraphs"],
                    help="one sentence per line (default) or one paragraph per line (split into sentences)")
     r.add_argument("--steps", type=int)

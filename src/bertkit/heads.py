@@ -7,6 +7,7 @@
 | BertForSequenceClassification | `bert.*`, `classifier.*` | label logits, or a score (num_labels=1) |
 | BertForTokenClassification | `bert.*` (no pooler), `classifier.*` | a label per token |
 | BertForQuestionAnswering | `bert.*` (no pooler), `qa_outputs.*` | start / end logits |
+| BertForReplacedTokenDetection | `bert.*` (no pooler), `discriminator_predictions.*` | a replaced-token logit per token (ELECTRA's discriminator; head names of HF `ElectraForPreTraining`) |
 
 Deviations: QA logits at padded positions are -10,000, so padding never wins a span and takes no share of the
 softmax in the loss (the reference scores padding with whatever the encoder made of it). Given `labels`, the MLM head runs on the masked positions only (the vocabulary projection dominates
@@ -221,8 +222,42 @@ class BertForQuestionAnswering(BertPreTrainedModel):
                           hidden_states=enc.hidden_states)
 
 
+class ElectraDiscriminatorPredictions(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = _ACT[config.hidden_act]
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., H) -> (...)
+        return self.dense_prediction(self.act(self.dense(x))).squeeze(-1)
+
+
+class BertForReplacedTokenDetection(BertPreTrainedModel):
+    """ELECTRA's discriminator (Clark et al. 2020) on a BERT encoder: for every real token, the logit that it was
+    replaced by the generator. `labels` (B, T): 1 replaced, 0 original, -100 ignored; padding never counts. The
+    loss is the binary cross-entropy over the real tokens; `logits` are (N,) over the real tokens in row order."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
+        enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        if labels is not None:
+            real = real & (labels != IGNORE)
+        logits = self.discriminator_predictions(enc.last_hidden_state[real])  # (N,)
+        loss = F.binary_cross_entropy_with_logits(logits, labels[real].to(logits.dtype), reduction=reduction) \
+            if labels is not None else None
+        return HeadOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+
+
 HEADS: dict[str, type[BertPreTrainedModel]] = {
     cls.__name__: cls
     for cls in (BertModel, BertForPreTraining, BertForMaskedLM, BertForSequenceClassification,
-                BertForTokenClassification, BertForQuestionAnswering)
+                BertForTokenClassification, BertForQuestionAnswering, BertForReplacedTokenDetection)
 }

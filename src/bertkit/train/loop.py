@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from bertkit.checkpoint import CheckpointError, atomic_write_text, load_state_into, save_pretrained
+from bertkit.checkpoint import CheckpointError, atomic_write_text, load_state_into
 from bertkit.train.optim import adamw, warmup_linear
 from bertkit.train.plot import plot_metrics, read_metrics
 
@@ -143,7 +143,7 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer
     final = out / "checkpoints" / f"step-{step:07d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, tokenizer=tokenizer)
+    model.save_pretrained(tmp, tokenizer=tokenizer)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": rng, "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save(state, tmp / STATE)
@@ -176,7 +176,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> int:
         step = int(state["step"])
     except Exception as e:
         raise CheckpointError(f"{path / STATE}: not a readable trainer state ({type(e).__name__}: {e})") from None
-    load_state_into(model, read_state_dict(path), str(path))
+    if hasattr(model, "load_weights"):  # a model saved as several directories (ELECTRA's two networks)
+        model.load_weights(path)
+    else:
+        load_state_into(model, read_state_dict(path), str(path))
     return step
 
 
@@ -269,7 +272,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     bar.close()
     if env.main:
         metrics.close()
-        save_pretrained(model, out, tokenizer=tokenizer)  # the final model, an HF directory
+        model.save_pretrained(out, tokenizer=tokenizer)  # the final model, an HF directory
     return last_eval
 
 

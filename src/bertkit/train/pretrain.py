@@ -2,7 +2,15 @@
 
 Objectives (a choice of the recipe, not a copy of the loop):
 - `bert`: MLM + NSP, the two losses summed (the paper);
-- `roberta`: MLM only, dynamic masking, FULL-SENTENCES packing across documents (Liu et al. 2019).
+- `roberta`: MLM only, dynamic masking, FULL-SENTENCES packing across documents (Liu et al. 2019);
+- `electra`: replaced-token detection (Clark et al. 2020) on the same packed data: a small generator (a
+  BertForMaskedLM, `generator_overrides`, by default a quarter of the width) fills the masked positions with
+  tokens it samples, and the encoder being trained learns to tell, at every real token, whether it was replaced.
+  Loss = generator MLM + `rtd_weight` (50, the paper's) x discriminator BCE. Every token teaches the encoder, not
+  15 % of them, which is what makes it the compute-efficient objective for short runs. The output directory holds
+  the discriminator (a BERT encoder + `discriminator_predictions.*`, what fine-tuning starts from) and
+  `generator/`. The samples come from a generator seeded by (seed, step, rank, micro-batch): a resumed run
+  repeats them exactly; a run on another number of processes draws others.
 
 The MLM loss is averaged over every masked token of the global batch and the NSP loss over its sequences (see
 `train/loop.py`). The MLM head projects onto the vocabulary only at masked positions, and the encoder never
@@ -22,7 +30,8 @@ import torch
 from bertkit.config import BertConfig
 from bertkit.data.pretraining import (InstanceConfig, Masker, MaskingConfig, Schedule, ShardError, ShardSet,
                                       build_shards)
-from bertkit.heads import IGNORE, BertForPreTraining
+from bertkit.checkpoint import load_state_into, read_state_dict
+from bertkit.heads import IGNORE, BertForMaskedLM, BertForPreTraining, BertForReplacedTokenDetection
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.loop import TrainConfig, train
 
@@ -44,6 +53,8 @@ class PretrainConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model_overrides: dict = field(default_factory=dict)  # BertConfig fields, e.g. {"hidden_dropout_prob": 0.0}
+    generator_overrides: dict = field(default_factory=dict)  # electra: the generator's BertConfig fields
+    rtd_weight: float = 50.0  # electra: weight of the replaced-token-detection loss
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
@@ -116,9 +127,96 @@ class PretrainTask:
         return self.summarize(stats, totals)
 
 
+class Electra(torch.nn.Module):
+    """Generator and discriminator trained together; saved and loaded as two HF directories (the discriminator at
+    the top, the generator in `generator/`)."""
+
+    def __init__(self, discriminator_config: BertConfig, generator_config: BertConfig):
+        super().__init__()
+        self.generator = BertForMaskedLM(generator_config)
+        self.discriminator = BertForReplacedTokenDetection(discriminator_config)
+
+    @property
+    def config(self) -> BertConfig:
+        return self.discriminator.config
+
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        self.discriminator.save_pretrained(path, tokenizer=tokenizer)
+        self.generator.save_pretrained(Path(path) / "generator", tokenizer=tokenizer)
+
+    def load_weights(self, path) -> None:
+        load_state_into(self.discriminator, read_state_dict(path), str(path))
+        load_state_into(self.generator, read_state_dict(Path(path) / "generator"), str(Path(path) / "generator"))
+
+
+def generator_config(disc: BertConfig, overrides: dict) -> BertConfig:
+    """A quarter of the discriminator's width (ELECTRA's choice for small models), as deep, 64-wide heads."""
+    hidden = max(64, disc.hidden_size // 4)
+    fields = dict(hidden_size=hidden, num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+    fields.update(overrides)
+    cfg = BertConfig(**{**disc.to_dict(), **fields})
+    cfg.validate("generator_overrides")
+    return cfg
+
+
+class ElectraTask(PretrainTask):
+    names = ("masked tokens", "tokens")
+
+    def __init__(self, *args, rtd_weight: float = 50.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rtd_weight = rtd_weight
+
+    def micro_batches(self, step, rank, world, accum):
+        batches = super().micro_batches(step, rank, world, accum)
+        for i, b in enumerate(batches):  # the generator's sampling noise, a function of where the batch is
+            b["sample_seed"] = torch.tensor(hash((self.schedule.seed, step, rank, i)) & 0x7FFFFFFF)
+        return batches
+
+    def counts(self, batch) -> list[float]:
+        return [float((batch["labels"] != IGNORE).sum()), float(batch["attention_mask"].sum())]
+
+    def loss(self, model, batch, totals):
+        gen, disc = (model.module if hasattr(model, "module") else model).generator, \
+            (model.module if hasattr(model, "module") else model).discriminator
+        ids, mask, types, labels = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["labels"]
+        g = gen(ids, mask, types, labels=labels, reduction="sum")
+        masked = labels != IGNORE
+        with torch.no_grad():  # no gradient flows from the discriminator into the generator (ELECTRA's choice)
+            noise = torch.Generator(device=ids.device).manual_seed(int(batch.get("sample_seed", torch.tensor(0))))
+            sampled = torch.multinomial(torch.softmax(g.logits.detach().float(), -1), 1, generator=noise).squeeze(1)
+            original = torch.where(masked, labels, ids)
+            corrupted = original.clone()
+            corrupted[masked] = sampled
+            replaced = (corrupted != original).long()
+        d = disc(corrupted, mask, types, labels=replaced, reduction="sum")
+        loss = g.mlm_loss / totals[0].clamp(min=1) + self.rtd_weight * d.loss / totals[1]
+        target = replaced[mask.bool()]
+        stats = {"mlm_loss": float(g.mlm_loss.detach()), "mlm_correct": float((g.logits.argmax(-1) == labels[masked])
+                                                                                .sum()),
+                 "rtd_loss": float(d.loss.detach()), "rtd_correct": float(((d.logits > 0).long() == target).sum()),
+                 "replaced": float(target.sum())}
+        return loss, stats
+
+    def summarize(self, stats, totals):
+        masked, tokens = max(totals[0], 1.0), max(totals[1], 1.0)
+        row = {"mlm_loss": stats["mlm_loss"] / masked, "mlm_accuracy": stats["mlm_correct"] / masked,
+               "rtd_loss": stats["rtd_loss"] / tokens, "rtd_accuracy": stats["rtd_correct"] / tokens,
+               "replaced_fraction": stats["replaced"] / tokens}
+        row["loss"] = row["mlm_loss"] + self.rtd_weight * row["rtd_loss"]
+        return row
+
+
+def data_objective(objective: str) -> str:
+    """Which instances an objective trains on: sentence pairs for BERT, packed full sentences otherwise."""
+    if objective not in ("bert", "roberta", "electra"):
+        raise ValueError(f"objective '{objective}': choose bert, roberta or electra")
+    return "bert" if objective == "bert" else "roberta"
+
+
 def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool = True) -> Path:
     """Shards under `out/data/<hash of corpus, vocabulary and instance settings>`, built once and reused."""
-    icfg = InstanceConfig(max_seq_length=cfg.max_seq_length, objective=cfg.objective, seed=cfg.train.seed)
+    icfg = InstanceConfig(max_seq_length=cfg.max_seq_length, objective=data_objective(cfg.objective),
+                          seed=cfg.train.seed)
     files = [Path(p) for p in cfg.corpus]
     key = json.dumps({"corpus": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
                       "vocab": hashlib.sha1((Path(cfg.vocab) / "vocab.txt").read_bytes()).hexdigest()
@@ -143,14 +241,20 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
         torch.distributed.barrier()  # rank 0 builds the shards once; the others wait, then find them
     data = prepare_data(cfg, tokenizer, show_progress=False) if not env.main else data
     shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
-    if shards.config.objective != cfg.objective:
+    if shards.config.objective != data_objective(cfg.objective):
         raise ShardError(f"{data}: built for objective '{shards.config.objective}', not '{cfg.objective}'")
     masker = Masker(tokenizer, cfg.masking)
     model_cfg = BertConfig.named(cfg.size, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
                                  max_position_embeddings=max(512, cfg.max_seq_length), **cfg.model_overrides)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = BertForPreTraining(model_cfg)
-    task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards, cfg.eval_instances)
+    if cfg.objective == "electra":
+        model = Electra(model_cfg, generator_config(model_cfg, cfg.generator_overrides))
+        task = ElectraTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
+                           cfg.eval_instances, rtd_weight=cfg.rtd_weight)
+    else:
+        model = BertForPreTraining(model_cfg)
+        task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
+                            cfg.eval_instances)
     if env.main:
         log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", cfg.size,
                  sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
