@@ -40,7 +40,7 @@ def test_readers_name_file_and_line(tmp_path):
 def test_glue_readers_on_the_real_files(task, split, count, labels):
     folder = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "rte": "RTE", "wnli": "WNLI", "qnli": "QNLI",
               "stsb": "STS-B"}[task]
-    examples, names = read_task(find_split(need_data("glue", folder), task, split), task)
+    examples, names = read_task(find_split(need_data("glue", folder), split), task)
     assert len(examples) == count and names == labels
     assert all(e.text for e in examples)
     assert (examples[0].text_pair is None) == (task in ("sst2", "cola"))
@@ -49,9 +49,9 @@ def test_glue_readers_on_the_real_files(task, split, count, labels):
 
 
 def test_klue_readers_on_the_real_files():
-    nli, names = read_task(find_split(need_data("klue"), "klue-nli", "dev"), "klue-nli")
+    nli, names = read_task(find_split(need_data("klue"), "klue-nli-v1.1_dev"), "klue-nli")
     assert len(nli) == 3000 and names == ["entailment", "neutral", "contradiction"] and nli[0].text_pair
-    sts, none = read_task(find_split(need_data("klue"), "klue-sts", "dev"), "klue-sts")
+    sts, none = read_task(find_split(need_data("klue"), "klue-sts-v1.1_dev"), "klue-sts")
     assert len(sts) == 519 and none is None and sts[0].label == 4.9
 
 
@@ -73,4 +73,83 @@ def test_finetune_cli_pretrained_and_random(tmp_path, minilm_dir, capsys):
         assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
     assert main(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(tmp_path), "--out",
                  str(tmp_path / "x")]) == 2
-    assert "no train.tsv(.gz) or train.csv(.gz) for task 'sst2'" in capsys.readouterr().err
+    assert "no dev.tsv, .csv, .jsonl or .json (gzipped or not)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_dir):
+    d = tmp_path_factory.mktemp("tiny")
+    BertModel(BertConfig.named("tiny", max_position_embeddings=512)).save_pretrained(
+        d, tokenizer=Tokenizer.from_pretrained(minilm_dir))
+    return d
+
+
+@pytest.mark.parametrize("task,data,extra,metric", [
+    ("stsb", ("glue", "STS-B"), [], "spearman"),
+    ("mrpc", ("glue", "MRPC"), [], "f1"),
+    ("conll2003", ("conll2003",), [], "f1"),
+    ("squad", ("squad", "dev-v1.1.json.gz"), ["--split-eval", "0.1", "--max-length", "192", "--doc-stride", "64"],
+     "f1"),
+])
+def test_every_family_trains_evaluates_and_keeps_the_best_epoch(task, data, extra, metric, tiny_dir, tmp_path,
+                                                                  capsys):
+    out = tmp_path / task
+    assert main(["finetune", "--task", task, "--model", str(tiny_dir), "--data", str(need_data(*data)), "--out",
+                 str(out), "--epochs", "2", "--max-train-examples", "96", "--max-eval-examples", "48", "--lr", "1e-3",
+                 "--threads", "1", *extra]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["metric"] == metric and summary["train_examples"] == 96 and summary["eval_examples"] == 48
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "eval"]
+    assert len(evals) == 2  # one per epoch
+    best = max(evals, key=lambda r: r[metric])
+    assert summary[metric] == pytest.approx(best[metric]) and summary["best_step"] == best["step"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["finetuning_task"] == task
+    if task == "conll2003":
+        assert set(config["id2label"].values()) >= {"O", "B-PER", "I-ORG"}
+        assert config["architectures"] == ["BertForTokenClassification"]
+    if task == "squad":
+        assert config["architectures"] == ["BertForQuestionAnswering"] and "em" in summary
+
+    # `evaluate` scores the saved (best) model the same way; `predict` answers in the family's fields
+    split = ["--split-eval", "0.1"] if task == "squad" else []
+    data_dir = str(need_data(*data))
+    assert main(["evaluate", "--model", str(out), "--task", task, "--data", data_dir, "--output",
+                 str(tmp_path / "m.json"), *split]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    assert evaluated["metric"] == metric and 0.0 <= evaluated[metric] <= 1.0 or metric == "spearman"
+    inputs = tmp_path / "in.txt"
+    if task == "squad":
+        inputs.write_text(json.dumps({"question": "Who won?", "context": "The Broncos won the game."}) + "\n",
+                          encoding="utf-8")
+    elif task in ("stsb", "mrpc"):
+        inputs.write_text("A man plays.\tA man is playing.\nDogs run.\tThe market fell.\n", encoding="utf-8")
+    else:
+        inputs.write_text("Peter Blackburn visited Paris .\n\n", encoding="utf-8")
+    pairs = ["--pairs"] if task in ("stsb", "mrpc") else []
+    assert main(["predict", "--model", str(out), "--input", str(inputs), "--output", str(tmp_path / "p.jsonl"),
+                 *pairs]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    want = {"stsb": {"score"}, "mrpc": {"label", "probs"}, "conll2003": {"entities"},
+            "squad": {"answer", "start", "end", "score"}}[task]
+    assert len(lines) == len(inputs.read_text(encoding="utf-8").splitlines()) and all(want <= set(x) for x in lines)
+    if task == "squad":
+        a = lines[0]
+        assert "The Broncos won the game."[a["start"]:a["end"]] == a["answer"]
+    if task == "conll2003":
+        text = "Peter Blackburn visited Paris ."
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in lines[0]["entities"])
+        assert lines[1] == {"entities": []}
+
+
+def test_split_eval_keeps_groups_apart():
+    from bertkit.data.tasks import read_squad
+    from bertkit.train.finetune import TASK_INFO, split_by_group
+
+    examples = read_squad(need_data("squad", "dev-v1.1.json.gz"))
+    train_part, eval_part = split_by_group(examples, TASK_INFO["squad"].group, 0.2, seed=1)
+    assert not {e.title for e in train_part} & {e.title for e in eval_part}
+    assert 0.1 < len(eval_part) / len(examples) < 0.35
+    again, _ = split_by_group(examples, TASK_INFO["squad"].group, 0.2, seed=1)
+    assert [e.id for e in again] == [e.id for e in train_part]

@@ -91,13 +91,13 @@ def test_custom_jsonl_csv_tsv(tmp_path):
     rows = [{"text": "좋은 영화", "label": "pos"}, {"text": "a dull one", "text_pair": "why", "label": "neg"}]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                           encoding="utf-8")
-    examples, labels = read_task(find_split(tmp_path, "custom", "train"), "custom")
+    examples, labels = read_task(find_split(tmp_path, "train"), "custom")
     assert [(e.text, e.text_pair, e.label) for e in examples] == [("좋은 영화", None, "pos"),
                                                                     ("a dull one", "why", "neg")]
     assert labels == ["neg", "pos"]
     with gzip.open(tmp_path / "dev.csv.gz", "wt", encoding="utf-8") as f:
         f.write('text,label\n"commas, inside",pos\n')
-    examples, _ = read_task(find_split(tmp_path, "custom", "dev"), "custom")
+    examples, _ = read_task(find_split(tmp_path, "dev"), "custom")
     assert examples[0].text == "commas, inside"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": 1}\n{"text": "no label"}\n', encoding="utf-8")

@@ -15,14 +15,15 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from bertkit.checkpoint import atomic_path
-from bertkit.data.tasks import TASKS
+from bertkit.data.tasks import find_split
+from bertkit.train.finetune import TASK_INFO
 
 
 class InputError(ValueError):
     """A malformed input file; the message names the file and line."""
 
 
-CLASSIFICATION_TASKS = [name for name, spec in TASKS.items() if not spec.regression]
+FINETUNE_TASKS = list(TASK_INFO)
 
 
 def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]:
@@ -188,23 +189,93 @@ def run_pretrain(args) -> None:
 
 
 def run_finetune(args) -> None:
-    from bertkit.data.tasks import SPLITS, find_split
-    from bertkit.train.finetune import FinetuneConfig, run_finetune
+    from bertkit.train.finetune import TASK_INFO, FinetuneConfig, run_finetune
 
+    info = TASK_INFO[args.task]
+    train_split, eval_split = info.splits
     cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init,
-                         train_file=str(find_split(args.data, args.task, SPLITS[args.task][0])),
-                         eval_file=str(find_split(args.data, args.task, args.eval_split or SPLITS[args.task][1])))
+                         eval_file=str(find_split(args.data, args.eval_split or eval_split)))
+    if args.split_eval is None:
+        cfg.train_file = str(find_split(args.data, train_split))
+    else:
+        cfg.split_eval = args.split_eval
+    if info.family == "qa":
+        cfg.max_length = 384
     for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "dropout"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    for key in ("lr", "seed", "threads"):
+    cfg.qa.max_length = cfg.max_length
+    for key in ("doc_stride", "max_query_length", "max_answer_length", "null_threshold"):
+        if getattr(args, key) is not None:
+            setattr(cfg.qa, key, getattr(args, key))
+    for key in ("lr", "seed", "threads", "warmup"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
     summary = run_finetune(cfg, show_progress=sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
+
 # ---- the table ----------------------------------------------------------------------------------------------------
+def run_evaluate(args) -> None:
+    from bertkit.train.finetune import TASK_INFO, evaluate_model
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    path = find_split(args.data, args.split or TASK_INFO[args.task].splits[1])
+    result = evaluate_model(args.model, args.task, path, split_eval=args.split_eval or 0.0, seed=args.seed)
+    text = json.dumps({**result, "model": args.model, "data": str(path)}, indent=2)
+    if args.output:
+        from bertkit.checkpoint import atomic_write_text
+        atomic_write_text(args.output, text + "\n")
+    print(text)
+
+
+def read_qa_inputs(path: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, question, context) from JSON lines with 'question' and 'context'."""
+    for lineno, line, _ in read_inputs(path, pairs=False):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: line {lineno}: not a JSON object ({e.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str) \
+                or not isinstance(item.get("context"), str):
+            raise InputError(f"{path}: line {lineno}: expected {{\"question\": \"...\", \"context\": \"...\"}}")
+        yield lineno, item["question"], item["context"]
+
+
+def run_predict(args) -> None:
+    from tqdm import tqdm
+
+    from bertkit.infer.predictor import Predictor, PredictorSettings
+
+    settings = PredictorSettings(batch_size=args.batch_size, max_length=args.max_length, threads=args.threads)
+    predictor = Predictor.from_pretrained(args.model, settings)
+    family = predictor.family
+    if family == "qa":
+        rows = list(read_qa_inputs(args.input))
+    else:
+        rows = list(read_inputs(args.input, args.pairs))
+    n = 0
+    with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            tqdm(total=len(rows), desc="predicting", unit="line", disable=not sys.stderr.isatty()) as bar:
+        for chunk in _batches(rows, 1024):
+            if family == "qa":
+                results = predictor.answer([q for _, q, _ in chunk], [c for _, _, c in chunk])
+            elif family == "tagging":
+                results = predictor.tag([t for _, t, _ in chunk])
+            elif family == "embedding":
+                results = [{"vector": v.tolist()} for v in predictor.embed([t for _, t, _ in chunk])]
+            else:
+                results = predictor.classify([t for _, t, _ in chunk], [p for _, _, p in chunk] if args.pairs else None)
+            for r in results:
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += len(chunk)
+            bar.update(len(chunk))
+    print(f"predicted {n} lines ({family}) -> {args.output}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -269,11 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-every", type=int)
     r.add_argument("--threads", type=int)
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    f = sub.add_parser("finetune", help="fine-tune a checkpoint on a sentence (pair) classification task")
-    f.add_argument("--task", required=True, choices=CLASSIFICATION_TASKS,
-                   help="tsv: your own DIR/train.tsv and DIR/dev.tsv with 'text' (, 'text_pair') and 'label' columns")
+    f = sub.add_parser("finetune", help="fine-tune a checkpoint: classification, regression, tagging or span QA")
+    f.add_argument("--task", required=True, choices=FINETUNE_TASKS,
+                   help="custom: your own DIR/train and DIR/dev (.tsv, .csv or .jsonl) with 'text' (, 'text_pair') "
+                        "and 'label'")
     f.add_argument("--model", required=True, help="checkpoint directory (e.g. from `bertkit pretrain`)")
-    f.add_argument("--data", required=True, help="directory with the task's split files")
+    f.add_argument("--data", required=True, help="directory with the task's split files (or the one file, with "
+                                                 "--split-eval)")
+    f.add_argument("--split-eval", type=float, metavar="FRACTION",
+                   help="no training split: train on the evaluation file minus FRACTION of it, held out by "
+                        "article / premise / sentence, and evaluate on that")
     f.add_argument("--out", required=True)
     f.add_argument("--init", choices=["pretrained", "random"], default="pretrained",
                    help="random: the same architecture from random weights (the no-pre-training baseline)")
@@ -285,13 +361,40 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-eval-examples", type=int)
     f.add_argument("--lr", type=float)
     f.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1, the paper's)")
+    f.add_argument("--warmup", type=float, help="fraction of steps (< 1) or number of steps (default 0.1)")
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
+    f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
+    f.add_argument("--max-query-length", type=int, help="QA: question tokens kept (default 64)")
+    f.add_argument("--max-answer-length", type=int, help="QA: longest answer, in tokens (default 30)")
+    f.add_argument("--null-threshold", type=float, help="SQuAD 2.0: answer '' when null - best > this (default 0)")
+
+    v = sub.add_parser("evaluate", help="a fine-tuned model's official metrics on a task's evaluation file")
+    v.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
+    v.add_argument("--task", required=True, choices=FINETUNE_TASKS)
+    v.add_argument("--data", required=True, help="the task's directory (its evaluation split is used) or a file")
+    v.add_argument("--split", help="file stem to evaluate on (default: the task's evaluation split)")
+    v.add_argument("--split-eval", type=float, metavar="FRACTION",
+                   help="evaluate on the part held out by `finetune --split-eval FRACTION` (same --seed)")
+    v.add_argument("--seed", type=int, default=12345)
+    v.add_argument("--output", help="also write the metrics here as JSON")
+    v.add_argument("--threads", type=int, default=0)
+
+    d = sub.add_parser("predict", help="run a fine-tuned model over an input file, one JSON object per line")
+    d.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
+    d.add_argument("--input", required=True, help="UTF-8 text, one input per line ('-' for stdin); QA: JSON lines "
+                                                  "with 'question' and 'context'")
+    d.add_argument("--output", required=True, help="output .jsonl, one object per input line")
+    d.add_argument("--pairs", action="store_true", help="each line is text<TAB>text_pair (pair tasks)")
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--max-length", type=int)
+    d.add_argument("--threads", type=int, default=0)
     return p
 
 
 VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab,
-                              "pretrain": run_pretrain, "finetune": run_finetune}
+                              "pretrain": run_pretrain, "finetune": run_finetune, "evaluate": run_evaluate,
+                              "predict": run_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ class Spec:
     labels: tuple[str, ...] | None = None  # class names in id order; None: regression or taken from the data
     regression: bool = False
     header: bool = True
-    splits: tuple[str, str] = ("train", "dev")  # (training, evaluation)
+    splits: tuple[str, str] = ("train", "dev")  # file stems of (training, evaluation)
     fmt: str = "tsv"  # tsv | klue-json
 
 
@@ -54,8 +54,9 @@ TASKS: dict[str, Spec] = {
     "qqp": Spec("question1", "is_duplicate", pair="question2", labels=("0", "1")),
     "nsmc": Spec("document", "label", labels=("0", "1"), splits=("train", "test")),
     "klue-nli": Spec("premise", "gold_label", pair="hypothesis", labels=("entailment", "neutral", "contradiction"),
-                     fmt="klue-json"),
-    "klue-sts": Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json"),
+                     fmt="klue-json", splits=("klue-nli-v1.1_train", "klue-nli-v1.1_dev")),
+    "klue-sts": Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json",
+                     splits=("klue-sts-v1.1_train", "klue-sts-v1.1_dev")),
     "custom": Spec("text", "label", pair="text_pair"),  # a user's file (.tsv, .csv, .jsonl); `text_pair` optional
 }
 
@@ -175,19 +176,17 @@ def read_classification(path: str | Path, task: str) -> tuple[list[Example], lis
     return examples, labels
 
 
-def find_split(directory: str | Path, task: str, split: str) -> Path:
-    """`DIR/<split>` with .tsv, .tsv.gz, .csv, .csv.gz, .json or .json.gz; KLUE files keep their long names."""
+def find_split(directory: str | Path, stem: str) -> Path:
+    """`DIR/<stem>` with .tsv, .csv, .jsonl, .json or no extension, gzipped or not (`DIR` itself if it is a file)."""
     d = Path(directory)
-    names = [f"{split}{s}" for s in (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")]
-    if TASKS[task].fmt == "klue-json":
-        names += [f"{task}-v1.1_{split}.json", f"{task}-v1.1_{split}.json.gz"]
-    for name in names:
-        if (d / name).is_file():
-            return d / name
-    raise CorpusError(f"{d}: no {split}.tsv(.gz), {split}.csv(.gz) or {split}.jsonl(.gz) for task '{task}'")
+    if d.is_file():
+        return d
+    for suffix in (".tsv", ".csv", ".jsonl", ".json", ""):
+        for gz in ("", ".gz"):
+            if (d / f"{stem}{suffix}{gz}").is_file():
+                return d / f"{stem}{suffix}{gz}"
+    raise CorpusError(f"{d}: no {stem}.tsv, .csv, .jsonl or .json (gzipped or not)")
 
-
-SPLITS = {task: spec.splits for task, spec in TASKS.items()}
 
 
 # ---- span question answering -------------------------------------------------------------------------------------

@@ -1,28 +1,96 @@
-"""Fine-tuning recipe for sentence and sentence-pair classification over the one training loop (the paper's defaults: lr 2e-5..5e-5,
-batch 32, a few epochs, 10 % warm-up, dropout 0.1). Pairs, spans and tags come with the fine-tuning issue.
+"""Fine-tuning recipes for the four task families of the paper, over the one training loop.
 
-`init="random"` trains the same architecture from random weights: the baseline that shows what pre-training buys.
+| family | tasks | head | official metric |
+|---|---|---|---|
+| sentence (pair) classification | SST-2, CoLA, MRPC, RTE, WNLI, QNLI, MNLI, QQP, NSMC, KLUE-NLI, custom | BertForSequenceClassification | accuracy; F1 (MRPC, QQP); MCC (CoLA) |
+| sentence pair regression | STS-B, KLUE-STS | BertForSequenceClassification, num_labels=1 | Pearson, Spearman |
+| token tagging | CoNLL-2003, KLUE-NER | BertForTokenClassification | entity F1 (conlleval) |
+| span QA | SQuAD 1.1 / 2.0, KorQuAD 1.0 | BertForQuestionAnswering | EM / F1 (SQuAD's or KorQuAD's normalisation) |
+
+Defaults are the paper's: lr 3e-5 (2e-5..5e-5), batch 32, 3 epochs, 10 % warm-up then linear decay, dropout 0.1.
+Evaluation runs after every epoch and the best epoch's weights (by the task's main metric) are what `out/` holds;
+the label map is saved in config.json (`id2label`). `init="random"` trains the same architecture from random
+weights: the baseline that shows what pre-training buys.
+
+Where a dataset has no training split here (SQuAD, KorQuAD, KLUE), `split_eval` trains on a part of the evaluation
+file and evaluates on the rest, split by group (article for QA, premise for NLI, first sentence for STS, source for
+NER) so that no text is on both sides.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertkit import metrics as M
 from bertkit.checkpoint import atomic_write_text
 from bertkit.config import BertConfig
+from bertkit.data.features import IGNORE, QASettings, qa_features, tag_features
 from bertkit.data.pretraining import Schedule
-from bertkit.data.tasks import Example, read_classification
-from bertkit.heads import BertForSequenceClassification
+from bertkit.data.tasks import (TASKS, Example, QAExample, TagExample, read_conll, read_klue_ner, read_squad,
+                                read_task)
+from bertkit.infer.predictor import Predictor, PredictorSettings
+from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.loop import TrainConfig, train
 
 
+# ---- the task registry -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskInfo:
+    family: str  # classification | regression | tagging | qa
+    metric: str  # the main metric, the one the best epoch is chosen by
+    splits: tuple[str, str]  # file stems of (training, evaluation) splits
+    group: Callable | None = None  # example -> the key that keeps related examples on one side of a split
+
+
+def _sentence_info(name: str) -> TaskInfo:
+    spec = TASKS[name]
+    metric = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman", "klue-sts": "pearson"}.get(
+        name, "spearman" if spec.regression else "accuracy")
+    group = {"klue-nli": lambda e: e.text, "klue-sts": lambda e: e.text}.get(name)
+    return TaskInfo("regression" if spec.regression else "classification", metric, spec.splits, group)
+
+
+TASK_INFO: dict[str, TaskInfo] = {name: _sentence_info(name) for name in TASKS}
+TASK_INFO.update({
+    "conll2003": TaskInfo("tagging", "f1", ("eng.train", "eng.testb")),
+    "klue-ner": TaskInfo("tagging", "f1", ("klue-ner-v1.1_dev", "klue-ner-v1.1_dev"), group=lambda e: e.id),
+    "squad": TaskInfo("qa", "f1", ("train-v1.1", "dev-v1.1"), group=lambda e: e.title),
+    "squad2": TaskInfo("qa", "f1", ("train-v2.0", "dev-v2.0"), group=lambda e: e.title),
+    "korquad": TaskInfo("qa", "f1", ("KorQuAD_v1.0_train", "KorQuAD_v1.0_dev"), group=lambda e: e.title),
+})
+
+
+def read_examples(path: str | Path, task: str) -> tuple[list, list[str] | None]:
+    """(examples, label names or None) for any task in TASK_INFO."""
+    info = TASK_INFO[task]
+    if info.family == "qa":
+        return read_squad(path), None
+    if info.family == "tagging":
+        examples = read_klue_ner(path) if task == "klue-ner" else read_conll(path)
+        return examples, sorted({t for e in examples for t in e.tags})
+    return read_task(path, task)
+
+
+def split_by_group(examples: list, key: Callable, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """A deterministic split in which every group (article, premise, ...) lies wholly on one side."""
+    train_part, eval_part = [], []
+    for e in examples:
+        h = int(hashlib.sha1(f"{seed}:{key(e)}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (eval_part if h < eval_fraction else train_part).append(e)
+    return train_part, eval_part
+
+
+# ---- config ------------------------------------------------------------------------------------------------------
 @dataclass
 class FinetuneConfig:
     task: str = "sst2"
@@ -31,99 +99,232 @@ class FinetuneConfig:
     eval_file: str = ""
     out: str = "runs/finetune"
     init: str = "pretrained"  # pretrained | random
-    max_length: int = 128
+    max_length: int = 128  # QA: 384 is the paper's
     batch_size: int = 32
     epochs: float = 3.0
     max_train_examples: int = 0  # 0: all
     max_eval_examples: int = 0
+    split_eval: float = 0.0  # > 0: train on part of eval_file, evaluate on this fraction of it (by group)
     # The paper's fine-tuning dropout, whatever the checkpoint was pre-trained with (short pre-training runs turn
     # it off, and config.json carries that); None keeps the checkpoint's values.
     dropout: float | None = 0.1
+    qa: QASettings = field(default_factory=QASettings)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-5, warmup=0.1, log_every=50,
                                                                    save_every=0, keep_checkpoints=1))
 
 
-class ClassificationTask:
+# ---- tasks for the loop ------------------------------------------------------------------------------------------
+class _Features:
+    """Encoded training and evaluation rows, batched by the loop's (seed, step) schedule."""
+
     names = ("examples",)
 
-    def __init__(self, tokenizer: Tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str],
-                 max_length: int, batch_size: int, seed: int):
-        self.tok, self.labels, self.batch_size = tokenizer, labels, batch_size
-        index = {name: i for i, name in enumerate(labels)}
-        self.train = self._encode(train_set, index, max_length)
-        self.eval = self._encode(eval_set, index, max_length)
-        self.schedule = Schedule(len(self.train[0]), batch_size, seed)
+    def __init__(self, tokenizer: Tokenizer, train_rows: list[dict], batch_size: int, seed: int):
+        self.tok, self.train_rows, self.batch_size = tokenizer, train_rows, batch_size
+        self.schedule = Schedule(len(train_rows), batch_size, seed) if train_rows else None  # None: evaluation only
 
-    def _encode(self, examples: list[Example], index: dict[str, int], max_length: int):
-        pairs = [e.text_pair or "" for e in examples] if any(e.text_pair is not None for e in examples) else None
-        encs = self.tok.encode_batch([e.text for e in examples], pairs, max_length=max_length)
-        return [e.ids for e in encs], [e.type_ids for e in encs], [index[e.label] for e in examples]
-
-    def _batch(self, split, rows: list[int]) -> dict[str, torch.Tensor]:
-        ids, types, labels = split
-        batch = self.tok.collate([ids[i] for i in rows], [types[i] for i in rows])
-        batch["labels"] = torch.tensor([labels[i] for i in rows])
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tok.collate([r["input_ids"] for r in rows], [r["token_type_ids"] for r in rows])
+        T = batch["input_ids"].shape[1]
+        for key in rows[0]:
+            if key in ("input_ids", "token_type_ids"):
+                continue
+            values = [r[key] for r in rows]
+            if isinstance(values[0], list):  # per-token labels, padded with IGNORE
+                values = [v + [IGNORE] * (T - len(v)) for v in values]
+            batch[key] = torch.tensor(values)
         return batch
 
     def micro_batches(self, step, rank, world, accum):
         rows, _ = self.schedule.step(step)
         per = self.batch_size // (world * accum)
         mine = rows[rank * per * accum:(rank + 1) * per * accum]
-        return [self._batch(self.train, mine[i:i + per]) for i in range(0, len(mine), per)]
+        return [self.collate([self.train_rows[i] for i in mine[j:j + per]]) for j in range(0, len(mine), per)]
 
     def counts(self, batch) -> list[float]:
-        return [float(len(batch["labels"]))]
-
-    def loss(self, model, batch, totals):
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        loss = F.cross_entropy(out.logits, batch["labels"], reduction="sum")
-        correct = float((out.logits.argmax(-1) == batch["labels"]).sum())
-        return loss / totals[0], {"loss": float(loss.detach()), "correct": correct}
+        return [float(len(batch["input_ids"]))]
 
     def summarize(self, stats, totals):
-        n = max(totals[0], 1.0)
-        return {"loss": stats["loss"] / n, "accuracy": stats["correct"] / n}
+        return {"loss": stats["loss"] / max(totals[0], 1.0)}
+
+
+class SentenceTask(_Features):
+    """Classification and regression of single sentences and pairs."""
+
+    def __init__(self, tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str] | None,
+                 task: str, max_length: int, batch_size: int, seed: int):
+        self.labels, self.task, self.regression = labels, task, labels is None
+        self.eval_set, self.max_length = eval_set, max_length
+        super().__init__(tokenizer, self.encode(tokenizer, train_set, max_length), batch_size, seed)
+
+    def encode(self, tok, examples, max_length) -> list[dict]:
+        pairs = [e.text_pair or "" for e in examples] if any(e.text_pair is not None for e in examples) else None
+        encs = tok.encode_batch([e.text for e in examples], pairs, max_length=max_length)
+        index = {name: i for i, name in enumerate(self.labels or [])}
+        return [{"input_ids": enc.ids, "token_type_ids": enc.type_ids,
+                 "labels": float(e.label) if self.regression else index[e.label]} for e, enc in zip(examples, encs)]
+
+    def loss(self, model, batch, totals):
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        if self.regression:
+            loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float(), reduction="sum")
+        else:
+            loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
+        return loss / totals[0], {"loss": float(loss.detach())}
 
     def evaluate(self, model) -> dict[str, float]:
-        ids = self.eval[0]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding
-        device = next(model.parameters()).device
-        stats, n = {"loss": 0.0, "correct": 0.0}, 0
-        for start in range(0, len(order), 128):
-            batch = {k: v.to(device) for k, v in self._batch(self.eval, order[start:start + 128]).items()}
-            _, s = self.loss(model, batch, torch.ones(1, device=device))
-            stats = {k: stats[k] + s[k] for k in stats}
-            n += len(batch["labels"])
-        return self.summarize(stats, [n])
+        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, max_length=self.max_length))
+        pairs = [e.text_pair or "" for e in self.eval_set] if any(e.text_pair is not None for e in self.eval_set) \
+            else None
+        out = predictor.classify([e.text for e in self.eval_set], pairs)
+        if self.regression:
+            pred, gold = [o["score"] for o in out], [float(e.label) for e in self.eval_set]
+            return {"pearson": M.pearson(pred, gold), "spearman": M.spearman(pred, gold)}
+        index = {name: i for i, name in enumerate(self.labels)}
+        pred, gold = [index[o["label"]] for o in out], [index[e.label] for e in self.eval_set]
+        result = {"accuracy": M.accuracy(pred, gold)}
+        if len(self.labels) == 2:
+            result["f1"] = M.f1_binary(pred, gold)
+            result["mcc"] = M.matthews_corrcoef(pred, gold)
+        return result
+
+
+class TaggingTask(_Features):
+    def __init__(self, tokenizer, train_set: list[TagExample], eval_set: list[TagExample], labels: list[str],
+                 max_length: int, batch_size: int, seed: int):
+        self.labels, self.eval_set, self.max_length = labels, eval_set, max_length
+        label_ids = {t: i for i, t in enumerate(labels)}
+        rows = [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "labels": f.labels}
+                for f in tag_features(tokenizer, train_set, label_ids, max_length)]
+        super().__init__(tokenizer, rows, batch_size, seed)
+
+    def counts(self, batch) -> list[float]:
+        return [float((batch["labels"] != IGNORE).sum())]  # the loss is a mean over labelled words
+
+    def loss(self, model, batch, totals):
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+        return loss / totals[0], {"loss": float(loss.detach())}
+
+    def evaluate(self, model) -> dict[str, float]:
+        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, max_length=self.max_length))
+        predicted = [r["tags"] for r in predictor.tag(self.eval_set)]
+        scores = M.entity_scores(predicted, [e.tags for e in self.eval_set])
+        return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+
+class QATask(_Features):
+    def __init__(self, tokenizer, train_set: list[QAExample], eval_set: list[QAExample], settings: QASettings,
+                 korean: bool, batch_size: int, seed: int):
+        self.settings, self.eval_set, self.korean = settings, eval_set, korean
+        self.v2 = any(e.is_impossible for e in train_set + eval_set)
+        rows = [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "start_positions": f.start_position,
+                 "end_positions": f.end_position} for f in qa_features(tokenizer, train_set, settings, train=True)]
+        super().__init__(tokenizer, rows, batch_size, seed)
+
+    def loss(self, model, batch, totals):
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                    start_positions=batch["start_positions"], end_positions=batch["end_positions"])
+        n = len(batch["input_ids"])
+        return out.loss * n / totals[0], {"loss": float(out.loss.detach()) * n}
+
+    def evaluate(self, model) -> dict[str, float]:
+        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, qa=self.settings))
+        answers = predictor.answer(self.eval_set, allow_empty=self.v2)
+        em_fn, f1_fn = (M.korquad_em, M.korquad_f1) if self.korean else (M.squad_em, M.squad_f1)
+        gold = [[t for t, _ in e.answers] or [""] for e in self.eval_set]
+        return {"em": float(np.mean([em_fn(a["answer"], g) for a, g in zip(answers, gold)])),
+                "f1": float(np.mean([f1_fn(a["answer"], g) for a, g in zip(answers, gold)]))}
+
+
+# ---- the recipe --------------------------------------------------------------------------------------------------
+HEAD_FOR = {"classification": BertForSequenceClassification, "regression": BertForSequenceClassification,
+            "tagging": BertForTokenClassification, "qa": BertForQuestionAnswering}
 
 
 def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
+    if cfg.task not in TASK_INFO:
+        raise ValueError(f"task '{cfg.task}': choose one of {', '.join(TASK_INFO)}")
+    info = TASK_INFO[cfg.task]
     tokenizer = Tokenizer.from_pretrained(cfg.model)
-    train_set, labels = read_classification(cfg.train_file, cfg.task)
-    eval_set, _ = read_classification(cfg.eval_file, cfg.task)
-    if cfg.max_train_examples:
+    if cfg.split_eval:
+        if info.group is None and info.family != "tagging":
+            raise ValueError(f"task '{cfg.task}' has a training split; split_eval is for dev-only datasets")
+        examples, labels = read_examples(cfg.eval_file, cfg.task)
+        key = info.group or (lambda e: e.id)
+        train_set, eval_set = split_by_group(examples, key, cfg.split_eval, cfg.train.seed)
+    else:
+        train_set, labels = read_examples(cfg.train_file, cfg.task)
+        eval_set, eval_labels = read_examples(cfg.eval_file, cfg.task)
+        if info.family == "tagging":  # a tag seen only in evaluation still needs an output
+            labels = sorted(set(labels) | set(eval_labels))
+    if cfg.max_train_examples and len(train_set) > cfg.max_train_examples:
         g = torch.Generator().manual_seed(cfg.train.seed)
         keep = torch.randperm(len(train_set), generator=g)[: cfg.max_train_examples].tolist()
         train_set = [train_set[i] for i in sorted(keep)]
     if cfg.max_eval_examples:
         eval_set = eval_set[: cfg.max_eval_examples]
+    for name, part in (("training", train_set), ("evaluation", eval_set)):
+        if not part:
+            raise ValueError(f"task '{cfg.task}': no {name} examples (check the files, --split-eval and the limits)")
+
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {name: i for i, name in enumerate(labels)}
-    config.problem_type = "single_label_classification"
+    config.num_labels = 1 if info.family == "regression" else len(labels) if labels else 2
+    if labels is not None:  # after num_labels, which resets the names to LABEL_i
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+    config.problem_type = {"regression": "regression", "classification": "single_label_classification"}.get(
+        info.family)
+    config.extra["finetuning_task"] = cfg.task  # an HF config field bertkit does not use itself
     if cfg.dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
     torch.manual_seed(cfg.train.seed)
-    if cfg.init == "pretrained":
-        model = BertForSequenceClassification.from_pretrained(cfg.model, config=config)
+    head = HEAD_FOR[info.family]
+    model = head.from_pretrained(cfg.model, config=config) if cfg.init == "pretrained" else head(config)
+
+    max_length = min(cfg.max_length, config.max_position_embeddings)
+    if info.family == "qa":
+        cfg.qa.max_length = min(cfg.qa.max_length, config.max_position_embeddings)
+        task = QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
+                      batch_size=cfg.batch_size, seed=cfg.train.seed)
+    elif info.family == "tagging":
+        task = TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
     else:
-        model = BertForSequenceClassification(config)
-    task = ClassificationTask(tokenizer, train_set, eval_set, labels, cfg.max_length, cfg.batch_size,
-                              cfg.train.seed)
-    cfg.train.steps = math.ceil(cfg.epochs * len(train_set) / cfg.batch_size)
-    cfg.train.eval_every = math.ceil(len(train_set) / cfg.batch_size)  # each epoch
+        task = SentenceTask(tokenizer, train_set, eval_set, labels, cfg.task, max_length, cfg.batch_size,
+                            cfg.train.seed)
+    steps_per_epoch = math.ceil(len(task.train_rows) / cfg.batch_size)
+    cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
+    cfg.train.eval_every = steps_per_epoch
+    cfg.train.best_metric = info.metric
     result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, show_progress=show_progress)
-    summary = {"task": cfg.task, "init": cfg.init, "train_examples": len(train_set), "eval_examples": len(eval_set),
-               **result, "config": asdict(cfg)}
+    summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
+               "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
     atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, split_eval: float = 0.0, seed: int = 12345,
+                   max_length: int = 512, qa: QASettings | None = None) -> dict:
+    """The task's official metrics for a fine-tuned model directory on `eval_file` (or on the held-out part of it,
+    with the same `split_eval` and seed as fine-tuning used)."""
+    if task not in TASK_INFO:
+        raise ValueError(f"task '{task}': choose one of {', '.join(TASK_INFO)}")
+    info = TASK_INFO[task]
+    examples, labels = read_examples(eval_file, task)
+    if split_eval:
+        _, examples = split_by_group(examples, info.group or (lambda e: e.id), split_eval, seed)
+    predictor = Predictor.from_pretrained(model_dir, PredictorSettings(batch_size=64, max_length=max_length,
+                                                                       qa=qa or QASettings()))
+    expected = {"classification": "classification", "regression": "regression", "tagging": "tagging",
+                "qa": "qa"}[info.family]
+    if predictor.family != expected:
+        raise ValueError(f"{model_dir}: a {predictor.family} model cannot be evaluated on {task} ({expected})")
+    model, tok = predictor.model, predictor.tok
+    if info.family == "qa":
+        t = QATask(tok, [], examples, predictor.settings.qa, korean=task == "korquad", batch_size=1, seed=seed)
+    elif info.family == "tagging":
+        t = TaggingTask(tok, [], examples, labels, predictor.max_length, 1, seed)
+    else:
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels else None
+        t = SentenceTask(tok, [], examples, names, task, predictor.max_length, 1, seed)
+    return {"task": task, "metric": info.metric, "eval_examples": len(examples), **t.evaluate(model)}

@@ -55,6 +55,7 @@ class TrainConfig:
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2
     threads: int = 0  # torch threads per process; 0: torch's choice
+    best_metric: str = ""  # keep the weights of the evaluation where this metric was highest: out/ holds them
     extra: dict = field(default_factory=dict)
 
     @property
@@ -217,6 +218,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if env.main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not (show_progress and env.main))
     last_eval: dict = {}
+    best: tuple[float, dict, dict] | None = None  # (score, evaluation, weights) of the best evaluation so far
     # Statistics of the steps since the last log line, so that each line summarises its whole window.
     window: dict[str, float] = {}
     window_totals = torch.zeros(len(task.names), dtype=torch.float64)
@@ -263,6 +265,10 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
             last_eval = _evaluate(model, task, done, metrics, env)
             if env.main:
                 plot_metrics(out / "metrics.jsonl")
+            score = last_eval.get(cfg.best_metric) if cfg.best_metric else None
+            if score is not None and (best is None or score > best[0]):
+                best = (score, {**last_eval, "best_step": done},
+                        {k: v.detach().clone() for k, v in model.state_dict().items()})
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             rng = rng_states(env)
             if env.main:
@@ -270,9 +276,12 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
             if env.world > 1:
                 dist.barrier()
     bar.close()
+    if best is not None:
+        model.load_state_dict(best[2])
+        last_eval = best[1]
     if env.main:
         metrics.close()
-        model.save_pretrained(out, tokenizer=tokenizer)  # the final model, an HF directory
+        model.save_pretrained(out, tokenizer=tokenizer)  # the final (or best) model, an HF directory
     return last_eval
 
 

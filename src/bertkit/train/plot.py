@@ -17,7 +17,8 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def plot_metrics(path: str | Path, out: str | Path | None = None) -> Path:
+def plot_metrics(path: str | Path, out: str | Path | None = None) -> Path | None:
+    """One panel per numeric metric (train and held-out on the same axes); None when there is nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +27,12 @@ def plot_metrics(path: str | Path, out: str | Path | None = None) -> Path:
     rows = read_metrics(path)
     train = [r for r in rows if r.get("split") == "train"]
     evals = [r for r in rows if r.get("split") == "eval"]
-    keys = [k for k in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "lr", "tokens_per_s")
-            if any(k in r for r in train + evals)]
+    keys: list[str] = []
+    for r in train + evals:
+        keys += [k for k, v in r.items() if k not in ("split", "step", "time", "best_step") and k not in keys
+                 and isinstance(v, (int, float))]
+    if not keys:
+        return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for series, style, label in ((train, "-", "train"), (evals, "o-", "held-out")):

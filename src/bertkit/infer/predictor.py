@@ -1,0 +1,193 @@
+"""The one inference path: text in, answers out. The CLI (`bertkit predict`, `bertkit evaluate`), evaluation during
+fine-tuning, the HTTP service and the benchmarks all call a Predictor.
+
+tokenise -> order by length and batch (padding only up to the longest input of its batch; batch 1 has none) ->
+encoder + head under `torch.inference_mode` -> post-processing back in input order:
+- classification: `label` and `probs` (a name -> probability map); regression: `score`;
+- tagging: `entities`, each with `type`, `text`, `start`, `end` (characters of the input text);
+- span QA: `answer`, `start`, `end` (characters of the context), `score` (start + end logit), over windows of
+  long contexts (`QASettings`);
+- embeddings: mask-aware mean pooling of the last layer.
+Inputs longer than the model's window are truncated for classification (`truncated` says so); tagging and QA
+slide windows over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bertkit.checkpoint import CheckpointError
+from bertkit.config import BertConfig
+from bertkit.data.features import QASettings, qa_decode, qa_features, tag_decode, tag_features
+from bertkit.data.tasks import QAExample, TagExample
+from bertkit.heads import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+                           HEADS)
+from bertkit.metrics import chunks
+from bertkit.model import BertModel
+from bertkit.tokenizer import Tokenizer
+
+FAMILIES = {BertForSequenceClassification: "classification", BertForTokenClassification: "tagging",
+            BertForQuestionAnswering: "qa", BertModel: "embedding"}
+
+
+@dataclass
+class PredictorSettings:
+    batch_size: int = 32
+    max_length: int | None = None  # None: the model's max_position_embeddings
+    threads: int = 0  # torch threads; 0 leaves torch's choice
+    qa: QASettings = field(default_factory=QASettings)
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, settings: PredictorSettings | None = None):
+        self.model, self.tok = model, tokenizer
+        self.settings = settings or PredictorSettings()
+        self.config: BertConfig = model.config
+        self.family = next((f for cls, f in FAMILIES.items() if isinstance(model, cls)), None)
+        if self.family is None:
+            raise ValueError(f"{type(model).__name__}: no inference path for this head")
+        if self.family == "classification" and (self.config.num_labels == 1
+                                                 or self.config.problem_type == "regression"):
+            self.family = "regression"
+        self.max_length = min(self.settings.max_length or self.config.max_position_embeddings,
+                              self.config.max_position_embeddings)
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, settings: PredictorSettings | None = None) -> Predictor:
+        """The head named in config.json `architectures` (a bare encoder for embeddings)."""
+        directory = Path(path)
+        config = BertConfig.from_json_file(directory / "config.json")
+        name = (config.architectures or ["BertModel"])[0]
+        head = HEADS.get(name)
+        if head is None or head not in FAMILIES:
+            head = BertModel if name in ("BertForPreTraining", "BertForMaskedLM", "BertForReplacedTokenDetection") \
+                else None
+        if head is None:
+            raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
+                                  f"inference path for it")
+        return cls(head.from_pretrained(directory).eval(), Tokenizer.from_pretrained(directory), settings)
+
+    # ---- batching --------------------------------------------------------------------------------------------------
+    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable) -> list:
+        """`fn(output, batch)` -> one result per row, over batches of similar length; results in row order."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        results: list = [None] * len(rows)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.settings.batch_size):
+                    idx = order[start:start + self.settings.batch_size]
+                    batch = self.tok.collate([rows[i][0] for i in idx], [rows[i][1] for i in idx])
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    for i, r in zip(idx, fn(out, batch)):
+                        results[i] = r
+        finally:
+            self.model.train(was_training)
+        return results
+
+    # ---- the families --------------------------------------------------------------------------------------------
+    def classify(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
+        if self.family not in ("classification", "regression"):
+            raise ValueError(f"this model does {self.family}, not classification")
+        encs = self.tok.encode_batch(texts, pairs, max_length=self.max_length)
+        full = self.tok.encode_batch(texts, pairs) if any(len(e) == self.max_length for e in encs) else encs
+        logits = self._run([(e.ids, e.type_ids) for e in encs], lambda out, b: out.logits.float().cpu().numpy())
+        names = [self.config.id2label.get(i, str(i)) for i in range(self.config.num_labels)]
+        results = []
+        for lg, e, f in zip(logits, encs, full):
+            if self.family == "regression":
+                r = {"score": float(lg[0])}
+            else:
+                p = np.exp(lg - lg.max())
+                p /= p.sum()
+                r = {"label": names[int(np.argmax(p))], "probs": {n: float(x) for n, x in zip(names, p)}}
+            if len(f) > len(e):
+                r["truncated"] = True
+            results.append(r)
+        return results
+
+    def tag(self, texts: Sequence[str] | Sequence[TagExample]) -> list[dict]:
+        """Entities of raw texts (characters are the units, so offsets are the input's own), or tags of
+        pre-split `TagExample`s (`tags`, one per word)."""
+        if self.family != "tagging":
+            raise ValueError(f"this model does {self.family}, not tagging")
+        examples = [t if isinstance(t, TagExample) else TagExample(list(t), ["O"] * len(t), text=t) for t in texts]
+        label_ids = {v: k for k, v in self.config.id2label.items()}
+        features = tag_features(self.tok, examples, label_ids, self.max_length, train=False)
+        preds = self._run([(f.input_ids, f.token_type_ids) for f in features],
+                          lambda out, b: [p[:int(n)] for p, n in zip(out.logits.argmax(-1).cpu().tolist(),
+                                                                      b["attention_mask"].sum(1))])
+        grouped = _group(features)
+        results = []
+        for n, ex in enumerate(examples):
+            idx = grouped.get(n, [])
+            tags = tag_decode(ex, [features[i] for i in idx], [preds[i] for i in idx], self.config.id2label)
+            if isinstance(texts[n], TagExample):
+                results.append({"tags": tags})
+                continue
+            entities = []
+            for kind, a, b in sorted(chunks(tags), key=lambda c: c[1]):
+                text = ex.text[a:b + 1]
+                start = a + len(text) - len(text.lstrip())
+                end = a + len(text.rstrip())
+                entities.append({"type": kind, "text": ex.text[start:end], "start": start, "end": end})
+            results.append({"entities": entities})
+        return results
+
+    def answer(self, questions: Sequence[str] | Sequence[QAExample], contexts: Sequence[str] | None = None,
+               allow_empty: bool = False) -> list[dict]:
+        if self.family != "qa":
+            raise ValueError(f"this model does {self.family}, not question answering")
+        if contexts is not None:
+            if len(contexts) != len(questions):
+                raise ValueError(f"contexts: {len(contexts)} items for {len(questions)} questions")
+            examples = [QAExample(str(i), q, c, []) for i, (q, c) in enumerate(zip(questions, contexts))]
+        else:
+            examples = list(questions)
+        settings = self.settings.qa
+        if settings.max_length > self.config.max_position_embeddings:
+            settings = QASettings(**{**settings.__dict__, "max_length": self.config.max_position_embeddings})
+        features = qa_features(self.tok, examples, settings)
+        logits = self._run([(f.input_ids, f.token_type_ids) for f in features],
+                           lambda out, b: list(zip(out.start_logits.float().cpu().numpy(),
+                                                   out.end_logits.float().cpu().numpy())))
+        grouped = _group(features)
+        results = []
+        for n, ex in enumerate(examples):
+            idx = grouped.get(n, [])
+            a = qa_decode(ex, [features[i] for i in idx], [logits[i][0][:len(features[i].input_ids)] for i in idx],
+                          [logits[i][1][:len(features[i].input_ids)] for i in idx], settings, allow_empty=allow_empty)
+            results.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score})
+        return results
+
+    def embed(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
+        """(len(texts), H) mean of the last layer over each text's real tokens."""
+        from bertkit.apps.embeddings import mean_pool
+
+        def pool(out, b):
+            v = mean_pool(out.last_hidden_state, b["attention_mask"])
+            return (torch.nn.functional.normalize(v, dim=-1) if normalize else v).float().cpu().numpy()
+
+        encs = self.tok.encode_batch(texts, max_length=self.max_length)
+        if self.family == "embedding":
+            return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool)) if encs else \
+                np.zeros((0, self.config.hidden_size), dtype=np.float32)
+        encoder = self.model.bert
+        return Predictor(encoder, self.tok, self.settings).embed(texts, normalize)
+
+
+def _group(features) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = {}
+    for i, f in enumerate(features):
+        grouped.setdefault(f.example, []).append(i)
+    return grouped
