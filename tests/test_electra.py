@@ -13,7 +13,8 @@ from bertkit import BertConfig, BertForReplacedTokenDetection, BertForSequenceCl
 from bertkit.heads import IGNORE
 from bertkit.train.plot import read_metrics
 from bertkit.train.pretrain import PretrainConfig, generator_config, run_pretrain
-from conftest import nsmc_corpus_head
+from test_train import config as train_config
+from test_train import small_corpus  # noqa: F401 (the fixture)
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 
@@ -53,19 +54,10 @@ def test_generator_is_a_quarter_as_wide():
     assert generator_config(BertConfig.named("base"), {"num_hidden_layers": 6}).hidden_size == 192
 
 
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    nsmc_corpus_head(d, 2000, 1200)
-    return d
-
-
 def config(corpus: Path, out: Path, **train) -> PretrainConfig:
-    return PretrainConfig.from_dict({
-        "corpus": [str(corpus / "corpus.txt")], "vocab": str(corpus / "vocab"), "out": str(out), "size": "tiny",
-        "objective": "electra", "max_seq_length": 64, "batch_size": 8, "eval_instances": 32, "eval_fraction": 0.05,
-        "train": {"steps": 6, "lr": 5e-4, "warmup": 2, "log_every": 1, "save_every": 3, "threads": 1, **train},
-    })
+    cfg = train_config(corpus, out, **{"steps": 6, "save_every": 3, **train})
+    cfg.objective = "electra"
+    return cfg
 
 
 def test_electra_recipe_is_deterministic_and_saves_both_networks(small_corpus, tmp_path):
