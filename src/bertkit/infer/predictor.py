@@ -8,8 +8,8 @@ encoder + head under `torch.inference_mode` -> post-processing back in input ord
 - span QA: `answer`, `start`, `end` (characters of the context), `score` (start + end logit), over windows of
   long contexts (`QASettings`);
 - embeddings: mask-aware mean pooling of the last layer.
-Inputs longer than the model's window are truncated for classification (`truncated` says so); tagging and QA
-slide windows over them.
+Inputs longer than the model's window: classification averages the logits of overlapping windows (pairs are
+truncated longest-first, and `truncated` says so); tagging and QA slide windows over them too.
 """
 
 from __future__ import annotations
@@ -97,23 +97,48 @@ class Predictor:
 
     # ---- the families --------------------------------------------------------------------------------------------
     def classify(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
+        """A text longer than the model's window is read in overlapping windows (half a window apart) whose logits
+        are averaged (`windows`: how many); a pair that does not fit is truncated longest-first (`truncated`)."""
         if self.family not in ("classification", "regression"):
             raise ValueError(f"this model does {self.family}, not classification")
         encs = self.tok.encode_batch(texts, pairs, max_length=self.max_length)
-        full = self.tok.encode_batch(texts, pairs) if any(len(e) == self.max_length for e in encs) else encs
-        logits = self._run([(e.ids, e.type_ids) for e in encs], lambda out, b: out.logits.float().cpu().numpy())
+        rows, owner, notes = [], [], [dict() for _ in encs]
+        long_ = [i for i, e in enumerate(encs) if len(e) == self.max_length]
+        full = dict(zip(long_, self.tok.encode_batch([texts[i] for i in long_],
+                                                     [pairs[i] for i in long_] if pairs is not None else None)))
+        for i, e in enumerate(encs):
+            f = full.get(i)
+            if f is None or len(f) == len(e):
+                rows.append((e.ids, e.type_ids))
+                owner.append(i)
+            elif pairs is not None:
+                rows.append((e.ids, e.type_ids))
+                owner.append(i)
+                notes[i]["truncated"] = True
+            else:
+                body, room = f.ids[1:-1], self.max_length - 2
+                starts = list(range(0, len(body) - room + 1, room // 2))
+                if starts[-1] + room < len(body):
+                    starts.append(len(body) - room)
+                for b in starts:
+                    rows.append(([self.tok.cls_id] + body[b:b + room] + [self.tok.sep_id], [0] * (room + 2)))
+                    owner.append(i)
+                notes[i]["windows"] = len(starts)
+        logits = self._run(rows, lambda out, b: out.logits.float().cpu().numpy())
+        summed = [np.zeros(self.config.num_labels) for _ in encs]
+        for i, lg in zip(owner, logits):
+            summed[i] += lg
         names = [self.config.id2label.get(i, str(i)) for i in range(self.config.num_labels)]
         results = []
-        for lg, e, f in zip(logits, encs, full):
+        for i, total in enumerate(summed):
+            lg = total / notes[i].get("windows", 1)
             if self.family == "regression":
                 r = {"score": float(lg[0])}
             else:
                 p = np.exp(lg - lg.max())
                 p /= p.sum()
                 r = {"label": names[int(np.argmax(p))], "probs": {n: float(x) for n, x in zip(names, p)}}
-            if len(f) > len(e):
-                r["truncated"] = True
-            results.append(r)
+            results.append({**r, **notes[i]})
         return results
 
     def tag(self, texts: Sequence[str] | Sequence[TagExample]) -> list[dict]:

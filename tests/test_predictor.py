@@ -1,0 +1,58 @@
+"""The Predictor: input order kept across length batching, long texts in windows, errors for the wrong family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit import BertConfig, BertForSequenceClassification, BertModel, Tokenizer
+from bertkit.infer.predictor import Predictor, PredictorSettings
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_dir):
+    return Tokenizer.from_pretrained(minilm_dir)
+
+
+def tiny(cls, num_labels: int = 2):
+    torch.manual_seed(0)
+    cfg = BertConfig.named("tiny", max_position_embeddings=64)
+    cfg.num_labels = num_labels
+    return cls(cfg).eval()
+
+
+def test_classify_keeps_order_and_matches_one_at_a_time(tok):
+    model = tiny(BertForSequenceClassification, num_labels=3)
+    texts = ["a", "a much longer sentence about films and music", "", "mid length text here", "좋은 영화"]
+    together = Predictor(model, tok, PredictorSettings(batch_size=2)).classify(texts)
+    alone = [Predictor(model, tok).classify([t])[0] for t in texts]
+    for a, b in zip(together, alone):
+        assert a["label"] == b["label"]
+        assert np.allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-5)
+        assert sum(a["probs"].values()) == pytest.approx(1.0)
+    assert set(together[0]["probs"]) == {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_long_texts_are_read_in_windows_and_pairs_truncated(tok):
+    model = tiny(BertForSequenceClassification, num_labels=2)
+    p = Predictor(model, tok)
+    long_text = " ".join(f"word{i}" for i in range(300))  # far beyond 64 positions
+    (r,) = p.classify([long_text])
+    assert r["windows"] > 2 and "truncated" not in r
+    (short,) = p.classify(["short"])
+    assert "windows" not in short and "truncated" not in short
+    (pair,) = p.classify([long_text], ["a second text"])
+    assert pair["truncated"] is True
+
+
+def test_regression_and_family_errors(tok):
+    reg = Predictor(tiny(BertForSequenceClassification, num_labels=1), tok)
+    assert reg.family == "regression" and set(reg.classify(["x"])[0]) == {"score"}
+    with pytest.raises(ValueError, match="this model does regression, not question answering"):
+        reg.answer(["q"], ["c"])
+    enc = Predictor(tiny(BertModel), tok)
+    v = enc.embed(["one", "two words", ""], normalize=True)
+    assert v.shape == (3, 128) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="not classification"):
+        enc.classify(["x"])
