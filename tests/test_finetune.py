@@ -153,3 +153,29 @@ def test_split_eval_keeps_groups_apart():
     assert 0.1 < len(eval_part) / len(examples) < 0.35
     again, _ = split_by_group(examples, TASK_INFO["squad"].group, 0.2, seed=1)
     assert [e.id for e in again] == [e.id for e in train_part]
+
+
+def test_feature_based_tagging_trains_a_bilstm_on_frozen_layers(tiny_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    before = load_file(str(tiny_dir / "model.safetensors"))
+    out = tmp_path / "feat"
+    assert main(["finetune", "--task", "conll2003", "--model", str(tiny_dir), "--data",
+                 str(need_data("conll2003")), "--out", str(out), "--features", "sum_all", "--epochs", "2",
+                 "--max-train-examples", "64", "--max-eval-examples", "32", "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["features"] == "sum_all" and 0.0 <= summary["f1"] <= 1.0 and "best_step" in summary
+    spec = json.loads((out / "feature_head.json").read_text())
+    assert spec["in_dim"] == 128 and "B-PER" in spec["id2label"].values()
+    assert load_file(str(tiny_dir / "model.safetensors")).keys() == before.keys()  # the encoder is untouched
+    from bertkit.train.feature_based import combine
+    import torch
+    hs = tuple(torch.full((1, 2, 3), float(i)) for i in range(7))  # embeddings + 6 layers
+    assert combine(hs, "embeddings").sum() == 0 and combine(hs, "last")[0, 0, 0] == 6
+    assert combine(hs, "second_to_last")[0, 0, 0] == 5 and combine(hs, "sum_last_four")[0, 0, 0] == 3 + 4 + 5 + 6
+    assert combine(hs, "sum_all")[0, 0, 0] == 21 and combine(hs, "concat_last_four").shape == (1, 2, 12)
+    with pytest.raises(ValueError, match="features 'mean'"):
+        combine(hs, "mean")
+    assert main(["finetune", "--task", "conll2003", "--model", str(tiny_dir), "--data", str(need_data("conll2003")),
+                 "--out", str(tmp_path / "x"), "--features", "concat_last_four"]) == 2
+    assert "the encoder has 2 layers, fewer than four" in capsys.readouterr().err

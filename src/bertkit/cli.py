@@ -193,6 +193,8 @@ def run_finetune(args) -> None:
 
     info = TASK_INFO[args.task]
     train_split, eval_split = info.splits
+    if args.features:
+        return run_feature_finetune(args, info)
     cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init,
                          eval_file=str(find_split(args.data, args.eval_split or eval_split)))
     if args.split_eval is None:
@@ -217,6 +219,25 @@ def run_finetune(args) -> None:
 
 
 # ---- the table ----------------------------------------------------------------------------------------------------
+def run_feature_finetune(args, info) -> None:
+    from bertkit.train.feature_based import FeatureConfig, run_feature_based
+
+    cfg = FeatureConfig(task=args.task, model=args.model, out=args.out, features=args.features,
+                        eval_file=str(find_split(args.data, args.eval_split or info.splits[1])))
+    if args.split_eval is None:
+        cfg.train_file = str(find_split(args.data, info.splits[0]))
+    else:
+        cfg.split_eval = args.split_eval
+    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    for key in ("lr", "seed", "threads", "warmup"):
+        if getattr(args, key) is not None:
+            setattr(cfg.train, key, getattr(args, key))
+    summary = run_feature_based(cfg, show_progress=sys.stderr.isatty())
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
 def run_evaluate(args) -> None:
     from bertkit.train.finetune import TASK_INFO, evaluate_model
 
@@ -362,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float)
     f.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1, the paper's)")
     f.add_argument("--warmup", type=float, help="fraction of steps (< 1) or number of steps (default 0.1)")
+    f.add_argument("--features", choices=["embeddings", "second_to_last", "last", "sum_last_four",
+                                          "concat_last_four", "sum_all"],
+                   help="tagging, feature-based: freeze the encoder, train a BiLSTM on this combination of layers")
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")

@@ -114,8 +114,8 @@ class FinetuneConfig:
 
 
 # ---- tasks for the loop ------------------------------------------------------------------------------------------
-class _Features:
-    """Encoded training and evaluation rows, batched by the loop's (seed, step) schedule."""
+class RowTask:
+    """A task over encoded rows (dicts of lists), batched by the loop's (seed, step) schedule."""
 
     names = ("examples",)
 
@@ -148,7 +148,7 @@ class _Features:
         return {"loss": stats["loss"] / max(totals[0], 1.0)}
 
 
-class SentenceTask(_Features):
+class SentenceTask(RowTask):
     """Classification and regression of single sentences and pairs."""
 
     def __init__(self, tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str] | None,
@@ -189,7 +189,7 @@ class SentenceTask(_Features):
         return result
 
 
-class TaggingTask(_Features):
+class TaggingTask(RowTask):
     def __init__(self, tokenizer, train_set: list[TagExample], eval_set: list[TagExample], labels: list[str],
                  max_length: int, batch_size: int, seed: int):
         self.labels, self.eval_set, self.max_length = labels, eval_set, max_length
@@ -213,7 +213,7 @@ class TaggingTask(_Features):
         return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
 
 
-class QATask(_Features):
+class QATask(RowTask):
     def __init__(self, tokenizer, train_set: list[QAExample], eval_set: list[QAExample], settings: QASettings,
                  korean: bool, batch_size: int, seed: int):
         self.settings, self.eval_set, self.korean = settings, eval_set, korean
