@@ -1,0 +1,99 @@
+"""The fine-tuning results table: each job fine-tunes with `bertkit finetune` on this machine and reports the task's
+official metric, the wall time, and the published score of a comparable model.
+
+    python benchmarks/finetune.py                       # every job (hours on 2 cores)
+    python benchmarks/finetune.py --only sst2,stsb      # some of them
+    python benchmarks/finetune.py --korean runs/ko-mini # the Korean jobs use this pre-trained model
+
+Writes benchmarks/out/finetune.json (every run's summary) and prints the markdown rows of README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+# (name, task, data, split, extra flags, published comparable score)
+JOBS = [
+    ("sst2", "sst2", "glue/SST-2", "dev", ["--epochs", "3", "--lr", "5e-5"],
+     "MiniLM L6-H384: 91.3 (dev, Wang et al. 2020); BERT-base: 93.5 (test)"),
+    ("cola", "cola", "glue/CoLA", "dev", ["--epochs", "3", "--lr", "5e-5"],
+     "BERT-base: 52.1 MCC (test)"),
+    ("mrpc", "mrpc", "glue/MRPC", "dev", ["--epochs", "5", "--lr", "5e-5"],
+     "MiniLM L6-H384: 86.6 (dev); BERT-base: 88.9 F1 (test)"),
+    ("stsb", "stsb", "glue/STS-B", "dev", ["--epochs", "4", "--lr", "5e-5"],
+     "BERT-base: 85.8 Spearman (test)"),
+    ("rte", "rte", "glue/RTE", "dev", ["--epochs", "4", "--lr", "5e-5"],
+     "MiniLM L6-H384: 68.9 (dev); BERT-base: 66.4 (test)"),
+    ("conll2003", "conll2003", "conll2003", "test (eng.testb)", ["--epochs", "3", "--lr", "5e-5"],
+     "BERT-base: 92.4 F1 (test)"),
+    ("squad", "squad", "squad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
+                                                                    "--lr", "5e-5"],
+     "BERT-base: 88.5 F1 (full dev, trained on 88k questions)"),
+]
+KOREAN_JOBS = [
+    ("nsmc", "nsmc", "nsmc", "test", ["--epochs", "2", "--lr", "1e-4", "--max-train-examples", "20000"], ""),
+    ("klue-nli", "klue-nli", "klue", "dev, 20 % of premises held out", ["--split-eval", "0.2", "--epochs", "3",
+                                                                         "--lr", "1e-4"], ""),
+    ("klue-sts", "klue-sts", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "4", "--lr", "1e-4"],
+     ""),
+    ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "3", "--lr", "1e-4"],
+     ""),
+    ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
+                                                                          "--lr", "1e-4"], ""),
+]
+
+
+def main() -> None:
+    from bertkit import packaged_model_dir
+    from bertkit.cli import main as cli
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="comma-separated job names")
+    ap.add_argument("--korean", help="Korean pre-trained model directory (enables the Korean jobs)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "finetune"))
+    args = ap.parse_args()
+    jobs = [(j, str(packaged_model_dir())) for j in JOBS]
+    if args.korean:
+        jobs += [(j, args.korean) for j in KOREAN_JOBS]
+    if args.only:
+        keep = set(args.only.split(","))
+        jobs = [(j, m) for j, m in jobs if j[0] in keep]
+    results = []
+    for (name, task, data, split, extra, published), model in jobs:
+        out = Path(args.out) / name
+        argv = ["finetune", "--task", task, "--model", model, "--data", str(DATA / data), "--out", str(out),
+                "--threads", str(args.threads), *extra]
+        start = time.perf_counter()
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = cli(argv)
+        seconds = time.perf_counter() - start
+        if code != 0:
+            print(f"{name}: failed (exit {code})", file=sys.stderr)
+            continue
+        summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+        results.append({"name": name, "model": model, "split": split, "seconds": seconds, "argv": argv,
+                        "published": published, **summary})
+        metric = summary["metric"]
+        extra_metrics = ", ".join(f"{k} {100 * summary[k]:.1f}" for k in ("accuracy", "em", "pearson")
+                                  if k in summary and k != metric)
+        print(f"| {name} | {split} | {metric} | **{100 * summary[metric]:.1f}**"
+              f"{' (' + extra_metrics + ')' if extra_metrics else ''} | {published} | {seconds / 60:.1f} min |",
+              flush=True)
+    Path(ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmarks" / "out" / "finetune.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
