@@ -121,3 +121,11 @@ def nsmc_corpus_head(directory: Path, lines: int, vocab_size: int):
     tok, _ = learn_vocab([directory / "corpus.txt"], size=vocab_size, show_progress=False)
     tok.save(directory / "vocab")
     return tok
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    """3,000 lines of the NSMC review corpus and a 1,500-piece vocabulary (pre-training tests)."""
+    d = tmp_path_factory.mktemp("corpus")
+    nsmc_corpus_head(d, 3000, 1500)
+    return d

@@ -14,7 +14,6 @@ from bertkit.heads import IGNORE
 from bertkit.train.plot import read_metrics
 from bertkit.train.pretrain import PretrainConfig, generator_config, run_pretrain
 from test_train import config as train_config
-from test_train import small_corpus  # noqa: F401 (the fixture)
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 

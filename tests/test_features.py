@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertkit import Tokenizer
-from bertkit.data.features import QASettings, qa_decode, qa_features, tag_decode, tag_features
+from bertkit.data.features import QASettings, group_by_example, qa_decode, qa_features, tag_decode, tag_features
 from bertkit.data.tasks import QAExample, TagExample, read_conll, read_klue_ner, read_squad
 from bertkit.metrics import entity_scores, squad_em
 from conftest import need_data
@@ -24,11 +24,7 @@ def oracle_logits(features):
     return starts, ends
 
 
-def group(features):
-    by = {}
-    for i, f in enumerate(features):
-        by.setdefault(f.example, []).append(i)
-    return by
+group = group_by_example
 
 
 def decode_all(examples, features, starts, ends, settings, allow_empty=False):

@@ -19,16 +19,8 @@ from bertkit.cli import main
 from bertkit.train.loop import checkpoints
 from bertkit.train.plot import read_metrics
 from bertkit.train.pretrain import PretrainConfig, run_pretrain
-from conftest import nsmc_corpus_head
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("corpus")
-    nsmc_corpus_head(d, 3000, 1500)
-    return d
 
 
 def config(corpus: Path, out: Path, **train) -> PretrainConfig:

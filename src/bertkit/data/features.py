@@ -158,6 +158,14 @@ def qa_decode(example: QAExample, features: Sequence[QAFeature], start_logits: S
     return Answer(text, a, b, score, None if null is None else float(null), candidates)
 
 
+def group_by_example(features) -> dict[int, list[int]]:
+    """example index -> the indices of its features (windows), in order."""
+    grouped: dict[int, list[int]] = {}
+    for i, f in enumerate(features):
+        grouped.setdefault(f.example, []).append(i)
+    return grouped
+
+
 # ---- token tagging -------------------------------------------------------------------------------------------------
 @dataclass
 class TagFeature:

@@ -23,7 +23,8 @@ import torch
 
 from bertkit.checkpoint import CheckpointError
 from bertkit.config import BertConfig
-from bertkit.data.features import QASettings, qa_decode, qa_features, tag_decode, tag_features
+from bertkit.data.features import (QASettings, group_by_example, qa_decode, qa_features, tag_decode,
+                                   tag_features)
 from bertkit.data.tasks import QAExample, TagExample
 from bertkit.heads import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
                            HEADS)
@@ -152,7 +153,7 @@ class Predictor:
         preds = self._run([(f.input_ids, f.token_type_ids) for f in features],
                           lambda out, b: [p[:int(n)] for p, n in zip(out.logits.argmax(-1).cpu().tolist(),
                                                                       b["attention_mask"].sum(1))])
-        grouped = _group(features)
+        grouped = group_by_example(features)
         results = []
         for n, ex in enumerate(examples):
             idx = grouped.get(n, [])
@@ -186,7 +187,7 @@ class Predictor:
         logits = self._run([(f.input_ids, f.token_type_ids) for f in features],
                            lambda out, b: list(zip(out.start_logits.float().cpu().numpy(),
                                                    out.end_logits.float().cpu().numpy())))
-        grouped = _group(features)
+        grouped = group_by_example(features)
         results = []
         for n, ex in enumerate(examples):
             idx = grouped.get(n, [])
@@ -210,9 +211,3 @@ class Predictor:
         encoder = self.model.bert
         return Predictor(encoder, self.tok, self.settings).embed(texts, normalize)
 
-
-def _group(features) -> dict[int, list[int]]:
-    grouped: dict[int, list[int]] = {}
-    for i, f in enumerate(features):
-        grouped.setdefault(f.example, []).append(i)
-    return grouped

@@ -20,7 +20,7 @@ from torch import nn
 
 from bertkit import metrics as M
 from bertkit.checkpoint import atomic_path, atomic_write_text
-from bertkit.data.features import IGNORE, tag_decode, tag_features
+from bertkit.data.features import IGNORE, group_by_example, tag_decode, tag_features
 from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.finetune import TASK_INFO, RowTask, read_examples, split_by_group
@@ -140,9 +140,7 @@ class FeatureTagTask(RowTask):
             batch = self.collate(self.eval_rows[start:start + 64])
             logits = model(batch["features"], batch["lengths"])
             preds += [p[:n] for p, n in zip(logits.argmax(-1).tolist(), batch["lengths"].tolist())]
-        grouped: dict[int, list[int]] = {}
-        for i, f in enumerate(self.eval_features):
-            grouped.setdefault(f.example, []).append(i)
+        grouped = group_by_example(self.eval_features)
         id2label = dict(enumerate(self.labels))
         predicted = [tag_decode(self.eval_set[n], [self.eval_features[i] for i in idx], [preds[i] for i in idx],
                                 id2label) for n, idx in sorted(grouped.items())]

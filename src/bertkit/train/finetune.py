@@ -152,8 +152,8 @@ class SentenceTask(RowTask):
     """Classification and regression of single sentences and pairs."""
 
     def __init__(self, tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str] | None,
-                 task: str, max_length: int, batch_size: int, seed: int):
-        self.labels, self.task, self.regression = labels, task, labels is None
+                 max_length: int, batch_size: int, seed: int):
+        self.labels, self.regression = labels, labels is None
         self.eval_set, self.max_length = eval_set, max_length
         super().__init__(tokenizer, self.encode(tokenizer, train_set, max_length), batch_size, seed)
 
@@ -290,8 +290,7 @@ def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
     elif info.family == "tagging":
         task = TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
     else:
-        task = SentenceTask(tokenizer, train_set, eval_set, labels, cfg.task, max_length, cfg.batch_size,
-                            cfg.train.seed)
+        task = SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
     steps_per_epoch = math.ceil(len(task.train_rows) / cfg.batch_size)
     cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
     cfg.train.eval_every = steps_per_epoch
@@ -326,5 +325,5 @@ def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, spli
         t = TaggingTask(tok, [], examples, labels, predictor.max_length, 1, seed)
     else:
         names = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels else None
-        t = SentenceTask(tok, [], examples, names, task, predictor.max_length, 1, seed)
+        t = SentenceTask(tok, [], examples, names, predictor.max_length, 1, seed)
     return {"task": task, "metric": info.metric, "eval_examples": len(examples), **t.evaluate(model)}

@@ -176,8 +176,8 @@ class ElectraTask(PretrainTask):
         return [float((batch["labels"] != IGNORE).sum()), float(batch["attention_mask"].sum())]
 
     def loss(self, model, batch, totals):
-        gen, disc = (model.module if hasattr(model, "module") else model).generator, \
-            (model.module if hasattr(model, "module") else model).discriminator
+        pair = model.module if hasattr(model, "module") else model  # DDP wraps the pair
+        gen, disc = pair.generator, pair.discriminator
         ids, mask, types, labels = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["labels"]
         g = gen(ids, mask, types, labels=labels, reduction="sum")
         masked = labels != IGNORE
