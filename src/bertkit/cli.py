@@ -217,8 +217,6 @@ def run_finetune(args) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
-
-# ---- the table ----------------------------------------------------------------------------------------------------
 def run_feature_finetune(args, info) -> None:
     from bertkit.train.feature_based import FeatureConfig, run_feature_based
 
@@ -228,7 +226,7 @@ def run_feature_finetune(args, info) -> None:
         cfg.train_file = str(find_split(args.data, info.splits[0]))
     else:
         cfg.split_eval = args.split_eval
-    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
+    for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "lstm_hidden"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     for key in ("lr", "seed", "threads", "warmup"):
@@ -271,7 +269,8 @@ def run_predict(args) -> None:
 
     from bertkit.infer.predictor import Predictor, PredictorSettings
 
-    settings = PredictorSettings(batch_size=args.batch_size, max_length=args.max_length, threads=args.threads)
+    settings = PredictorSettings(batch_size=args.batch_size, max_length=args.max_length, threads=args.threads,
+                                 backend=args.backend, int8=args.int8)
     predictor = Predictor.from_pretrained(args.model, settings)
     family = predictor.family
     if family == "qa":
@@ -295,6 +294,73 @@ def run_predict(args) -> None:
             n += len(chunk)
             bar.update(len(chunk))
     print(f"predicted {n} lines ({family}) -> {args.output}", file=sys.stderr)
+
+
+def run_distill(args) -> None:
+    from bertkit.train.distill import DistillConfig, DistillSettings, run_distill
+
+    cfg = DistillConfig(teacher=args.teacher, out=args.out,
+                        layers=[int(x) for x in args.layers.split(",")] if args.layers else [],
+                        settings=DistillSettings(temperature=args.temperature, alpha=args.alpha, cosine=args.cosine))
+    train = {k: getattr(args, k) for k in ("lr", "seed", "threads", "warmup") if getattr(args, k) is not None}
+    if args.corpus:  # general distillation on the pre-training objective
+        if args.task:
+            raise InputError("distill: give --task (task-specific) or --corpus (general), not both")
+        cfg.pretrain = {"corpus": args.corpus, "objective": args.objective, "format": args.format,
+                        "train": {"steps": args.steps, **train}}
+        if args.vocab:
+            cfg.pretrain["vocab"] = args.vocab
+        if args.batch_size:
+            cfg.pretrain["batch_size"] = args.batch_size
+    else:
+        if not (args.task and args.data):
+            raise InputError("distill: task-specific distillation needs --task and --data (or --corpus for general)")
+        info = TASK_INFO[args.task]
+        ft = {"task": args.task, "eval_file": str(find_split(args.data, info.splits[1])), "train": train}
+        if args.split_eval is None:
+            ft["train_file"] = str(find_split(args.data, info.splits[0]))
+        else:
+            ft["split_eval"] = args.split_eval
+        for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
+            if getattr(args, key) is not None:
+                ft[key] = getattr(args, key)
+        cfg.finetune = ft
+    summary = run_distill(cfg, show_progress=sys.stderr.isatty())
+    print(json.dumps(summary, default=str))
+
+
+def run_quantize(args) -> None:
+    from bertkit.checkpoint import load_model
+    from bertkit.infer.quantize import quantize_int8, save_int8
+    from bertkit.tokenizer import Tokenizer
+
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise InputError(f"{args.out}: write the int8 model to another directory than its float source")
+    model = quantize_int8(load_model(args.model))
+    save_int8(model, args.out, tokenizer=Tokenizer.from_pretrained(args.model))
+    print(f"int8 model -> {args.out}", file=sys.stderr)
+
+
+def run_export(args) -> None:
+    from bertkit.checkpoint import load_model
+    from bertkit.infer.onnxrt import export_onnx, onnx_file, quantize_onnx
+
+    if not args.onnx:
+        raise InputError("export: choose a format (--onnx)")
+    if args.output:
+        model = load_model(args.model)
+        path = export_onnx(model, args.output if not args.int8 else str(args.output) + ".fp32")
+        if args.int8:
+            quantize_onnx(path, args.output)
+            path.unlink()
+        print(f"ONNX -> {args.output}", file=sys.stderr)
+        return
+    from bertkit.config import BertConfig
+    from bertkit.heads import HEADS
+
+    config = BertConfig.from_json_file(Path(args.model) / "config.json")
+    head = HEADS.get((config.architectures or ["BertModel"])[0], HEADS["BertModel"])
+    print(f"ONNX -> {onnx_file(args.model, head, int8=args.int8)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--features", choices=["embeddings", "second_to_last", "last", "sum_last_four",
                                           "concat_last_four", "sum_all"],
                    help="tagging, feature-based: freeze the encoder, train a BiLSTM on this combination of layers")
+    f.add_argument("--lstm-hidden", type=int, help="feature-based: BiLSTM width per direction (default: the "
+                                                  "encoder's hidden size)")
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
@@ -413,12 +481,47 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--max-length", type=int)
     d.add_argument("--threads", type=int, default=0)
+    d.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: ONNX Runtime (exports to MODEL/onnx/ the first time)")
+    d.add_argument("--int8", action="store_true", help="dynamic int8 Linear layers (torch or ONNX Runtime)")
+
+    k = sub.add_parser("distill", help="a smaller student from a teacher: task-specific (--task) or general "
+                                       "(--corpus)")
+    k.add_argument("--teacher", required=True, help="fine-tuned model (task-specific) or pre-trained BERT (general)")
+    k.add_argument("--out", required=True)
+    k.add_argument("--layers", help="teacher layers the student keeps, e.g. 0,2,4 (default: every other one)")
+    k.add_argument("--temperature", type=float, default=2.0)
+    k.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (1 - alpha: gold labels)")
+    k.add_argument("--cosine", type=float, default=0.0, help="weight of the hidden-state cosine term")
+    k.add_argument("--task", choices=FINETUNE_TASKS)
+    k.add_argument("--data", help="the task's directory or file")
+    k.add_argument("--split-eval", type=float, metavar="FRACTION")
+    k.add_argument("--corpus", nargs="+", help="general distillation: pre-training text files")
+    k.add_argument("--vocab", help="general: tokenizer directory (default: the teacher's)")
+    k.add_argument("--objective", choices=["bert", "roberta"], default="roberta")
+    k.add_argument("--format", choices=["sentences", "paragraphs"], default="sentences")
+    k.add_argument("--steps", type=int, default=1000, help="general: training steps")
+    for name, kind in (("--epochs", float), ("--batch-size", int), ("--max-length", int),
+                       ("--max-train-examples", int), ("--max-eval-examples", int), ("--lr", float),
+                       ("--warmup", float), ("--seed", int), ("--threads", int)):
+        k.add_argument(name, type=kind)
+
+    q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder (fbgemm) -> a new directory")
+    q.add_argument("--model", required=True)
+    q.add_argument("--out", required=True)
+
+    x = sub.add_parser("export", help="export a model for other runtimes")
+    x.add_argument("--model", required=True)
+    x.add_argument("--onnx", action="store_true", help="ONNX with dynamic batch and sequence axes")
+    x.add_argument("--int8", action="store_true", help="ONNX Runtime dynamic int8 quantisation of the export")
+    x.add_argument("--output", help="file to write (default: MODEL/onnx/model[.int8].onnx, what --backend onnx uses)")
     return p
 
 
 VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab,
                               "pretrain": run_pretrain, "finetune": run_finetune, "evaluate": run_evaluate,
-                              "predict": run_predict}
+                              "predict": run_predict, "distill": run_distill, "quantize": run_quantize,
+                              "export": run_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         VERBS[args.verb](args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:
         # bertkit's own errors (ConfigError, CheckpointError, TokenizerError, CorpusError, ShardError, InputError)
         # are ValueErrors whose message names the file and line or field; so are the library's input checks.
         if args.verbose:

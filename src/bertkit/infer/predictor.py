@@ -10,10 +10,21 @@ encoder + head under `torch.inference_mode` -> post-processing back in input ord
 - embeddings: mask-aware mean pooling of the last layer.
 Inputs longer than the model's window: classification averages the logits of overlapping windows (pairs are
 truncated longest-first, and `truncated` says so); tagging and QA slide windows over them too.
+
+Options (`PredictorSettings`), none of which is a second code path:
+- `backend="onnx"`: the encoder and head run in ONNX Runtime (`infer/onnxrt.py`) instead of PyTorch;
+- `int8=True`: dynamic int8 Linear layers (`infer/quantize.py`; with the ONNX backend, ONNX Runtime's own int8);
+  a directory written by `bertkit quantize` is int8 whatever this says;
+- `cache_size=N`: an LRU of the last N model rows. Its key is the normalised input the model actually sees (the
+  token ids and segment ids of a row, after the tokenizer's normalisation, truncation and windowing), so two
+  texts that differ only in what the tokenizer discards share an entry, and a hit returns exactly what the
+  model would have. `cache_info()` counts hits and misses.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,12 +47,19 @@ FAMILIES = {BertForSequenceClassification: "classification", BertForTokenClassif
             BertForQuestionAnswering: "qa", BertModel: "embedding"}
 
 
+log = logging.getLogger("bertkit.predictor")
+BACKENDS = ("torch", "onnx")
+
+
 @dataclass
 class PredictorSettings:
     batch_size: int = 32
     max_length: int | None = None  # None: the model's max_position_embeddings
-    threads: int = 0  # torch threads; 0 leaves torch's choice
+    threads: int = 0  # torch / ONNX Runtime threads; 0 leaves the library's choice
     qa: QASettings = field(default_factory=QASettings)
+    backend: str = "torch"  # torch | onnx
+    int8: bool = False
+    cache_size: int = 0  # rows kept in the LRU cache; 0: no cache
 
 
 class Predictor:
@@ -49,7 +67,8 @@ class Predictor:
         self.model, self.tok = model, tokenizer
         self.settings = settings or PredictorSettings()
         self.config: BertConfig = model.config
-        self.family = next((f for cls, f in FAMILIES.items() if isinstance(model, cls)), None)
+        kind = getattr(model, "family_class", type(model))  # an OnnxModel says which head it was exported from
+        self.family = next((f for cls, f in FAMILIES.items() if issubclass(kind, cls)), None)
         if self.family is None:
             raise ValueError(f"{type(model).__name__}: no inference path for this head")
         if self.family == "classification" and (self.config.num_labels == 1
@@ -59,10 +78,18 @@ class Predictor:
                               self.config.max_position_embeddings)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
+        self._cache: OrderedDict = OrderedDict()
+        self.cache_hits = self.cache_misses = 0
 
     @classmethod
     def from_pretrained(cls, path: str | Path, settings: PredictorSettings | None = None) -> Predictor:
-        """The head named in config.json `architectures` (a bare encoder for embeddings)."""
+        """The head named in config.json `architectures` (a bare encoder for embeddings), on the backend and in the
+        precision that `settings` ask for. The ONNX backend exports the model to `path/onnx/` the first time."""
+        from bertkit.infer.quantize import int8_dir, load_int8, quantize_int8
+
+        settings = settings or PredictorSettings()
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"backend '{settings.backend}': choose one of {', '.join(BACKENDS)}")
         directory = Path(path)
         config = BertConfig.from_json_file(directory / "config.json")
         name = (config.architectures or ["BertModel"])[0]
@@ -73,14 +100,49 @@ class Predictor:
         if head is None:
             raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
                                   f"inference path for it")
-        return cls(head.from_pretrained(directory).eval(), Tokenizer.from_pretrained(directory), settings)
+        tokenizer = Tokenizer.from_pretrained(directory)
+        if int8_dir(directory):
+            if settings.backend != "torch":
+                raise ValueError(f"{directory}: an int8 directory runs on the torch backend; for ONNX Runtime "
+                                 f"int8 give the float model with int8=True")
+            return cls(load_int8(directory), tokenizer, settings)
+        if settings.backend == "onnx":
+            from bertkit.infer.onnxrt import OnnxModel, onnx_file
+
+            file = onnx_file(directory, head, int8=settings.int8)
+            return cls(OnnxModel(file, config, head, threads=settings.threads), tokenizer, settings)
+        model = head.from_pretrained(directory).eval()
+        return cls(quantize_int8(model) if settings.int8 else model, tokenizer, settings)
+
+    def cache_info(self) -> dict[str, int]:
+        return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache),
+                "capacity": self.settings.cache_size}
 
     # ---- batching --------------------------------------------------------------------------------------------------
-    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable) -> list:
-        """`fn(output, batch)` -> one result per row, over batches of similar length; results in row order."""
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable, kind: str = "") -> list:
+        """`fn(output, batch)` -> one result per row, over batches of similar length; results in row order.
+        With a cache, rows seen before (same `kind` of result, same ids) are not run again."""
         results: list = [None] * len(rows)
-        device = next(self.model.parameters()).device
+        todo = list(range(len(rows)))
+        keys = None
+        repeats: list[tuple[int, int]] = []  # (row, the earlier row of this call with the same key)
+        if self.settings.cache_size:
+            keys = [(kind, tuple(r[0]), tuple(r[1])) for r in rows]
+            todo, first = [], {}
+            for i, key in enumerate(keys):
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    results[i] = self._cache[key]
+                elif key in first:
+                    repeats.append((i, first[key]))
+                else:
+                    first[key] = i
+                    todo.append(i)
+            self.cache_misses += len(todo)
+            self.cache_hits += len(rows) - len(todo)
+        order = sorted(todo, key=lambda i: len(rows[i][0]))
+        is_module = isinstance(self.model, torch.nn.Module)
+        device = next(self.model.parameters()).device if is_module else torch.device("cpu")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -94,6 +156,13 @@ class Predictor:
                         results[i] = r
         finally:
             self.model.train(was_training)
+        for i, j in repeats:
+            results[i] = results[j]
+        if keys is not None:
+            for i in todo:
+                self._cache[keys[i]] = results[i]
+            while len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
         return results
 
     # ---- the families --------------------------------------------------------------------------------------------
@@ -125,11 +194,11 @@ class Predictor:
                     rows.append(([self.tok.cls_id] + body[b:b + room] + [self.tok.sep_id], [0] * (room + 2)))
                     owner.append(i)
                 notes[i]["windows"] = len(starts)
-        logits = self._run(rows, lambda out, b: out.logits.float().cpu().numpy())
+        logits = self._run(rows, lambda out, b: out.logits.float().cpu().numpy(), "logits")
         summed = [np.zeros(self.config.num_labels) for _ in encs]
         for i, lg in zip(owner, logits):
             summed[i] += lg
-        names = [self.config.id2label.get(i, str(i)) for i in range(self.config.num_labels)]
+        names = [(self.config.id2label or {}).get(i, f"LABEL_{i}") for i in range(self.config.num_labels)]
         results = []
         for i, total in enumerate(summed):
             lg = total / notes[i].get("windows", 1)
@@ -152,7 +221,7 @@ class Predictor:
         features = tag_features(self.tok, examples, label_ids, self.max_length, train=False)
         preds = self._run([(f.input_ids, f.token_type_ids) for f in features],
                           lambda out, b: [p[:int(n)] for p, n in zip(out.logits.argmax(-1).cpu().tolist(),
-                                                                      b["attention_mask"].sum(1))])
+                                                                      b["attention_mask"].sum(1))], "tags")
         grouped = group_by_example(features)
         results = []
         for n, ex in enumerate(examples):
@@ -186,7 +255,7 @@ class Predictor:
         features = qa_features(self.tok, examples, settings)
         logits = self._run([(f.input_ids, f.token_type_ids) for f in features],
                            lambda out, b: list(zip(out.start_logits.float().cpu().numpy(),
-                                                   out.end_logits.float().cpu().numpy())))
+                                                   out.end_logits.float().cpu().numpy())), "spans")
         grouped = group_by_example(features)
         results = []
         for n, ex in enumerate(examples):
@@ -206,8 +275,10 @@ class Predictor:
 
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
         if self.family == "embedding":
-            return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool)) if encs else \
+            return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, f"mean{int(normalize)}")) if encs else \
                 np.zeros((0, self.config.hidden_size), dtype=np.float32)
+        if not isinstance(self.model, torch.nn.Module):
+            raise ValueError("embeddings of a task model need the torch backend (its ONNX graph ends at the head)")
         encoder = self.model.bert
         return Predictor(encoder, self.tok, self.settings).embed(texts, normalize)
 

@@ -242,7 +242,8 @@ HEAD_FOR = {"classification": BertForSequenceClassification, "regression": BertF
             "tagging": BertForTokenClassification, "qa": BertForQuestionAnswering}
 
 
-def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
+def load_task_data(cfg: FinetuneConfig) -> tuple[Tokenizer, list, list, list[str] | None]:
+    """(tokenizer, training examples, evaluation examples, label names or None) as the config asks."""
     if cfg.task not in TASK_INFO:
         raise ValueError(f"task '{cfg.task}': choose one of {', '.join(TASK_INFO)}")
     info = TASK_INFO[cfg.task]
@@ -267,7 +268,34 @@ def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
     for name, part in (("training", train_set), ("evaluation", eval_set)):
         if not part:
             raise ValueError(f"task '{cfg.task}': no {name} examples (check the files, --split-eval and the limits)")
+    return tokenizer, train_set, eval_set, labels
 
+
+def make_task(cfg: FinetuneConfig, tokenizer: Tokenizer, train_set: list, eval_set: list, labels: list[str] | None,
+              max_position_embeddings: int) -> RowTask:
+    """The loop's task for the config's family (the loss, batches and evaluation of fine-tuning)."""
+    info = TASK_INFO[cfg.task]
+    max_length = min(cfg.max_length, max_position_embeddings)
+    if info.family == "qa":
+        cfg.qa.max_length = min(cfg.qa.max_length, max_position_embeddings)
+        return QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
+                      batch_size=cfg.batch_size, seed=cfg.train.seed)
+    if info.family == "tagging":
+        return TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+    return SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+
+
+def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
+    """Steps from epochs, an evaluation after every epoch, the best one kept by the task's metric."""
+    steps_per_epoch = math.ceil(len(task.train_rows) / cfg.batch_size)
+    cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
+    cfg.train.eval_every = steps_per_epoch
+    cfg.train.best_metric = TASK_INFO[cfg.task].metric
+
+
+def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
+    tokenizer, train_set, eval_set, labels = load_task_data(cfg)
+    info = TASK_INFO[cfg.task]
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
     config.num_labels = 1 if info.family == "regression" else len(labels) if labels else 2
     if labels is not None:  # after num_labels, which resets the names to LABEL_i
@@ -282,19 +310,8 @@ def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
     head = HEAD_FOR[info.family]
     model = head.from_pretrained(cfg.model, config=config) if cfg.init == "pretrained" else head(config)
 
-    max_length = min(cfg.max_length, config.max_position_embeddings)
-    if info.family == "qa":
-        cfg.qa.max_length = min(cfg.qa.max_length, config.max_position_embeddings)
-        task = QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
-                      batch_size=cfg.batch_size, seed=cfg.train.seed)
-    elif info.family == "tagging":
-        task = TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
-    else:
-        task = SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
-    steps_per_epoch = math.ceil(len(task.train_rows) / cfg.batch_size)
-    cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
-    cfg.train.eval_every = steps_per_epoch
-    cfg.train.best_metric = info.metric
+    task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_position_embeddings)
+    schedule_epochs(cfg, task)
     result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, show_progress=show_progress)
     summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
                "eval_examples": len(eval_set), **result, "config": asdict(cfg)}

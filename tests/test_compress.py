@@ -1,0 +1,278 @@
+"""Compression and the inference options: the layer map and distillation, int8 quantisation (save/load, agreement
+with fp32 on a real evaluation set), the ONNX export and backend (parity with PyTorch), and the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit import BertConfig, BertForSequenceClassification, BertModel, Tokenizer
+from bertkit.checkpoint import CheckpointError
+from bertkit.cli import main
+from bertkit.heads import BertForPreTraining, BertForQuestionAnswering, BertForTokenClassification
+from bertkit.infer.predictor import Predictor, PredictorSettings
+from bertkit.train.distill import DistillSettings, DistillTask, every_other, layer_map, student_from_teacher
+from conftest import gz_lines, need_data
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_dir):
+    return Tokenizer.from_pretrained(minilm_dir)
+
+
+def tiny(cls, layers: int = 4, num_labels: int = 2, id2label: dict | None = None, **overrides):
+    torch.manual_seed(0)
+    cfg = BertConfig.named("tiny", max_position_embeddings=128, num_hidden_layers=layers, **overrides)
+    cfg.num_labels = num_labels
+    if id2label:
+        cfg.id2label = id2label
+    return cls(cfg).eval()
+
+
+# ---- the student ---------------------------------------------------------------------------------------------------
+def test_every_other_layer():
+    assert every_other(12) == [0, 2, 4, 6, 8, 10]
+    assert every_other(6) == [0, 2, 4]
+    assert every_other(12, 4) == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="between 1 and"):
+        every_other(4, 5)
+
+
+def test_layer_map_copies_the_right_tensors():
+    teacher = tiny(BertForSequenceClassification, layers=4, num_labels=3)
+    student = student_from_teacher(teacher, [1, 3])
+    assert student.config.num_hidden_layers == 2 and type(student) is BertForSequenceClassification
+    t, s = teacher.state_dict(), student.state_dict()
+    for name, value in s.items():
+        source = name.replace("encoder.layer.0.", "encoder.layer.1.").replace("encoder.layer.1.", "encoder.layer.3.") \
+            if name.startswith("bert.encoder.layer.1.") else name.replace("encoder.layer.0.", "encoder.layer.1.")
+        assert torch.equal(value, t[source]), name
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    mapped = layer_map(t, [2])
+    assert set(k for k in mapped if ".layer." in k) == {k.replace(".layer.2.", ".layer.0.") for k in t
+                                                        if ".layer.2." in k}
+    with pytest.raises(ValueError, match="distinct indices"):
+        student_from_teacher(teacher, [0, 0])
+    with pytest.raises(ValueError, match="distinct indices"):
+        student_from_teacher(teacher, [4])
+
+
+def _sentence_task(tok, n=16):
+    from bertkit.data.tasks import Example
+    from bertkit.train.finetune import SentenceTask
+
+    texts = ["a fine film", "dull and slow", "one of the best this year", "not good at all"] * (n // 4)
+    examples = [Example(t, "1" if i % 2 == 0 else "0") for i, t in enumerate(texts)]
+    return SentenceTask(tok, examples, examples[:4], ["0", "1"], 64, 8, 0)
+
+
+def test_distillation_loss_is_zero_when_the_student_is_the_teacher(tok):
+    teacher = tiny(BertForSequenceClassification, layers=2, hidden_dropout_prob=0.0,
+                   attention_probs_dropout_prob=0.0, num_labels=2)
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(100)  # confident logits, so that students that differ are told apart
+    student = student_from_teacher(teacher, [0, 1]).train()
+    task = DistillTask(_sentence_task(tok), student, teacher, DistillSettings(temperature=2.0, alpha=1.0, cosine=1.0))
+    batch = task.micro_batches(0, 0, 1, 1)[0]
+    totals = torch.tensor(task.counts(batch), dtype=torch.float64)
+    loss, stats = task.loss(student, batch, totals)
+    assert abs(stats["soft_loss"]) < 1e-5 and stats["cosine_loss"] < 1e-5 and float(loss.detach()) < 1e-5
+    # a different student has a positive soft loss, with gradients only in the student
+    other = student_from_teacher(teacher, [1]).train()
+    task = DistillTask(_sentence_task(tok), other, teacher, DistillSettings(alpha=0.5))
+    loss, stats = task.loss(other, batch, totals)
+    loss.backward()
+    assert stats["soft_loss"] > 1e-3
+    assert all(p.grad is None for p in teacher.parameters())
+    assert other.classifier.weight.grad is not None
+
+
+def test_distill_cli_task_specific_and_general(tmp_path, tok, capsys, small_corpus):
+    sst = need_data("glue", "SST-2")
+    teacher_dir = tmp_path / "teacher"
+    tiny(BertForSequenceClassification, layers=4, num_labels=2, id2label={0: "0", 1: "1"}).save_pretrained(
+        teacher_dir, tokenizer=tok)
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", str(teacher_dir), "--out", str(out), "--task", "sst2", "--data", str(sst),
+                 "--epochs", "1", "--max-train-examples", "64", "--max-eval-examples", "32", "--threads", "1",
+                 "--temperature", "3", "--cosine", "0.5"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["layers"] == [0, 2] and summary["metric"] == "accuracy" and 0 <= summary["accuracy"] <= 1
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert train_rows and {"soft_loss", "hard_loss", "cosine_loss", "loss"} <= set(train_rows[-1])
+    assert Predictor.from_pretrained(out).classify(["a fine film"])[0]["label"] in ("0", "1")
+
+    # general distillation: an MLM teacher, pre-training shards of a corpus
+    mlm_dir = tmp_path / "mlm"
+    ko = Tokenizer.from_pretrained(small_corpus / "vocab")
+    BertForPreTraining(BertConfig.named("tiny", vocab_size=ko.vocab_size, num_hidden_layers=2)).save_pretrained(
+        mlm_dir, tokenizer=ko)
+    out = tmp_path / "general"
+    assert main(["distill", "--teacher", str(mlm_dir), "--out", str(out), "--corpus",
+                 str(small_corpus / "corpus.txt"), "--steps", "3", "--batch-size", "8", "--layers", "1",
+                 "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["layers"] == [1]
+    last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"mlm_accuracy", "soft_loss", "hard_loss"} <= set(last) and last["step"] == 3
+    assert BertForPreTraining.from_pretrained(out).config.num_hidden_layers == 1
+    # bad requests are one-line errors
+    assert main(["distill", "--teacher", str(teacher_dir), "--out", str(tmp_path / "x")]) == 2
+    assert "needs --task and --data" in capsys.readouterr().err
+
+
+# ---- int8 -----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sst2_minilm(tmp_path_factory, minilm_dir):
+    """all-MiniLM-L6-v2 fine-tuned on 6,000 SST-2 training sentences for one epoch (~1.5 min here): a real
+    classifier, with the margins a real one has."""
+    from bertkit.train.finetune import FinetuneConfig, run_finetune
+
+    data = need_data("glue", "SST-2")
+    out = tmp_path_factory.mktemp("sst2-minilm")
+    cfg = FinetuneConfig(task="sst2", model=str(minilm_dir), train_file=str(data / "train.tsv.gz"),
+                         eval_file=str(data / "dev.tsv.gz"), out=str(out), epochs=1, max_train_examples=6000,
+                         max_eval_examples=64, max_length=64)
+    cfg.train.lr, cfg.train.threads = 1e-4, 2
+    run_finetune(cfg, show_progress=False)
+    return out
+
+
+def test_int8_agrees_with_fp32_on_a_real_evaluation_set(sst2_minilm):
+    """int8 picks the same label as fp32 on >= 99 % of SST-2 dev (872 sentences), and the model is a real
+    classifier (accuracy well above chance), so agreement means something."""
+    dev = [ln.split("\t") for ln in gz_lines("glue", "SST-2", "dev.tsv.gz")[1:]]
+    texts, gold = [t for t, _ in dev], [g for _, g in dev]
+    fp32 = Predictor.from_pretrained(sst2_minilm).classify(texts)
+    int8 = Predictor.from_pretrained(sst2_minilm, PredictorSettings(int8=True)).classify(texts)
+    accuracy = np.mean([a["label"] == g for a, g in zip(fp32, gold)])
+    agree = np.mean([a["label"] == b["label"] for a, b in zip(fp32, int8)])
+    assert accuracy > 0.75, accuracy
+    assert agree >= 0.99, f"int8 agrees with fp32 on {agree:.3f} of SST-2 dev (fp32 accuracy {accuracy:.3f})"
+
+
+def test_int8_save_load_and_errors(tmp_path, tok):
+    from bertkit.infer.quantize import load_int8, quantize_int8, save_int8
+
+    model = tiny(BertForTokenClassification, layers=2, num_labels=5)
+    q = quantize_int8(model)
+    save_int8(q, tmp_path / "q", tokenizer=tok)
+    ids = torch.randint(5, 1000, (3, 11))
+    again = load_int8(tmp_path / "q")
+    with torch.inference_mode():
+        assert torch.equal(q(ids).logits, again(ids).logits)
+        # int8 stays close to the float model
+        assert torch.allclose(q(ids).logits, model(ids).logits, atol=0.1)
+    p = Predictor.from_pretrained(tmp_path / "q")
+    assert p.family == "tagging" and p.tag(["Peter lives in Paris"])[0].keys() == {"entities"}
+    # the encoder's matrices take one byte a weight instead of four
+    n_quantized = sum(m.weight.numel() for name, m in model.named_modules()
+                      if isinstance(m, torch.nn.Linear) and ".encoder." in f".{name}")
+    fp32_bytes = sum(v.numel() * 4 for v in model.state_dict().values())
+    assert fp32_bytes - (tmp_path / "q" / "model.int8.safetensors").stat().st_size > 2.9 * n_quantized
+    # a float loader refuses the directory instead of loading garbage; a truncated file names itself
+    with pytest.raises(CheckpointError, match="model.int8.safetensors|weights"):
+        BertForTokenClassification.from_pretrained(tmp_path / "q")
+    blob = (tmp_path / "q" / "model.int8.safetensors").read_bytes()
+    (tmp_path / "q" / "model.int8.safetensors").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="model.int8.safetensors"):
+        load_int8(tmp_path / "q")
+
+
+def test_quantize_cli(tmp_path, tok, capsys):
+    src = tmp_path / "src"
+    tiny(BertForSequenceClassification, layers=2, num_labels=2).save_pretrained(src, tokenizer=tok)
+    assert main(["quantize", "--model", str(src), "--out", str(tmp_path / "q")]) == 0
+    (tmp_path / "in.txt").write_text("good\nbad film\n", encoding="utf-8")
+    assert main(["predict", "--model", str(tmp_path / "q"), "--input", str(tmp_path / "in.txt"), "--output",
+                 str(tmp_path / "o.jsonl")]) == 0
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2
+    assert main(["quantize", "--model", str(src), "--out", str(src)]) == 2
+    assert "another directory" in capsys.readouterr().err
+
+
+# ---- ONNX -----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,field", [(BertForSequenceClassification, "logits"),
+                                       (BertForTokenClassification, "logits"),
+                                       (BertForQuestionAnswering, "start_logits"),
+                                       (BertModel, "last_hidden_state")])
+def test_onnx_export_matches_pytorch(cls, field, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bertkit.infer.onnxrt import OnnxModel, export_onnx
+
+    model = tiny(cls, layers=2, num_labels=3) if cls is not BertModel else tiny(cls, layers=2)
+    export_onnx(model, tmp_path / "m.onnx")
+    assert not model.training  # the exporter must not leave the model in training mode
+    session = OnnxModel(tmp_path / "m.onnx", model.config, cls, threads=1)
+    for B, T, cut in ((1, 5, None), (3, 40, 7)):  # other shapes than the trace's, with and without padding
+        ids = torch.randint(5, 1000, (B, T))
+        mask = torch.ones_like(ids)
+        if cut:
+            mask[1, cut:] = 0
+        types = torch.zeros_like(ids)
+        with torch.inference_mode():
+            want = getattr(model(ids, mask, types), field)
+        got = getattr(session(ids, mask, types), field)
+        real = mask.bool() if want.dim() >= 2 and want.shape[:2] == ids.shape else slice(None)
+        assert (want[real] - got[real]).abs().max() <= 1e-4
+
+
+def test_onnx_backend_and_int8_in_the_predictor(tmp_path, tok, capsys):
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "qa"
+    tiny(BertForQuestionAnswering, layers=2).save_pretrained(src, tokenizer=tok)
+    question, context = ["Who won?"] * 2, ["The Broncos won the game in Denver.", "Nobody knows."]
+    torch_answers = Predictor.from_pretrained(src).answer(question, context)
+    onnx_answers = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).answer(
+        question, context)
+    for a, b in zip(torch_answers, onnx_answers):
+        assert (a["start"], a["end"], a["answer"]) == (b["start"], b["end"], b["answer"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert (src / "onnx" / "model.onnx").exists() and (src / "onnx" / "source.json").exists()
+    # int8 through ONNX Runtime, and through the CLI
+    int8 = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", int8=True)).answer(question, context)
+    assert len(int8) == 2 and (src / "onnx" / "model.int8.onnx").exists()
+    lines = tmp_path / "q.jsonl"
+    lines.write_text(json.dumps({"question": "Who won?", "context": context[0]}) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", str(src), "--input", str(lines), "--output", str(tmp_path / "o.jsonl"),
+                 "--backend", "onnx", "--int8"]) == 0
+    assert main(["export", "--model", str(src), "--onnx", "--output", str(tmp_path / "x.onnx")]) == 0
+    assert (tmp_path / "x.onnx").stat().st_size > 0
+    # new weights in the directory: the export is redone, not served stale
+    stamp = (src / "onnx" / "source.json").read_text()
+    tiny(BertForQuestionAnswering, layers=2, initializer_range=0.05).save_pretrained(src, tokenizer=tok)
+    Predictor.from_pretrained(src, PredictorSettings(backend="onnx"))
+    assert (src / "onnx" / "source.json").read_text() != stamp
+    (src / "onnx" / "model.onnx").write_bytes(b"not onnx")  # a fresh stamp, a broken file: it names itself
+    with pytest.raises(CheckpointError, match="model.onnx"):
+        Predictor.from_pretrained(src, PredictorSettings(backend="onnx"))
+
+
+# ---- the cache ------------------------------------------------------------------------------------------------------
+def test_cache_hits_misses_and_eviction(tok):
+    model = tiny(BertForSequenceClassification, layers=2, num_labels=2)
+    plain = Predictor(model, tok)
+    cached = Predictor(model, tok, PredictorSettings(cache_size=3))
+    texts = ["good film", "bad film", "good   film", "Good film", "a third one"]
+    first = cached.classify(texts)
+    # "good   film" is the same model input as "good film" (whitespace), and so is "Good film" (uncased vocab):
+    # one row is run for the three
+    assert cached.cache_info() == {"hits": 2, "misses": 3, "size": 3, "capacity": 3}
+    for a, b in zip(first, plain.classify(texts)):
+        assert a["label"] == b["label"] and np.allclose(list(a["probs"].values()), list(b["probs"].values()))
+    again = cached.classify(["good film", "a third one"])
+    assert cached.cache_info()["hits"] == 4 and again == [first[0], first[4]]
+    cached.classify(["something new"])  # evicts the least recently used: "bad film"
+    cached.classify(["bad film"])
+    assert cached.cache_info() == {"hits": 4, "misses": 5, "size": 3, "capacity": 3}
+    encoder = Predictor(model.bert, tok, PredictorSettings(cache_size=8))
+    vectors = encoder.embed(["good film", "good film"])
+    normalized = encoder.embed(["good film"], normalize=True)  # another kind of result: its own entry
+    assert np.allclose(vectors[0], vectors[1]) and encoder.cache_info()["hits"] == 1
+    assert encoder.cache_info()["size"] == 2 and np.allclose(np.linalg.norm(normalized[0]), 1.0)
