@@ -363,6 +363,41 @@ def run_export(args) -> None:
     print(f"ONNX -> {onnx_file(args.model, head, int8=args.int8)}", file=sys.stderr)
 
 
+def run_serve(args) -> None:
+    import dataclasses
+    import os
+
+    import uvicorn
+
+    from bertkit.serve.app import CONFIG_ENV, BatcherSettings, ServeSettings, app_from_env
+
+    models = {}
+    for spec in args.model:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path.rstrip("/")).name
+        if name in models:
+            raise InputError(f"--model {spec}: the name '{name}' is used twice (give NAME=DIR)")
+        if not (Path(path) / "config.json").is_file():
+            raise InputError(f"--model {spec}: {path}/config.json not found")
+        models[name] = path
+    settings = ServeSettings(api_key=args.api_key or os.environ.get("BERTKIT_API_KEY"), max_items=args.max_items,
+                             max_chars=args.max_chars, on_long_text=args.on_long_text,
+                             batcher=BatcherSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                                     max_queue=args.max_queue))
+    os.environ[CONFIG_ENV] = json.dumps({"models": models, "threads": args.threads, "backend": args.backend,
+                                         "int8": args.int8, "cache_size": args.cache,
+                                         "settings": dataclasses.asdict(settings)})
+    app = app_from_env() if args.workers == 1 else None  # load here: a bad model fails before the port opens
+    print(f"bertkit serve: http://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s); models: "
+          + ", ".join(f"{n} = {p} ({app.state.predictors[n].family})" if app else f"{n} = {p}"
+                      for n, p in models.items()), file=sys.stderr, flush=True)
+    if app is not None:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    else:
+        uvicorn.run("bertkit.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -510,6 +545,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", required=True)
     q.add_argument("--out", required=True)
 
+    s = sub.add_parser("serve", help="the HTTP service (and the demo page) over one or more models")
+    s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                   help="a model directory, optionally named (repeat to serve several)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="processes (one thread per core is the CPU rule)")
+    s.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    s.add_argument("--int8", action="store_true")
+    s.add_argument("--cache", type=int, default=0, help="LRU cache entries per model (0: none)")
+    s.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); or BERTKIT_API_KEY")
+    s.add_argument("--max-batch", type=int, default=32, help="items per model call")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    s.add_argument("--max-queue", type=int, default=1024, help="items waiting before 503")
+    s.add_argument("--max-items", type=int, default=256, help="texts per request")
+    s.add_argument("--max-chars", type=int, default=20000, help="characters per text")
+    s.add_argument("--on-long-text", choices=["truncate", "reject"], default="truncate")
+
     x = sub.add_parser("export", help="export a model for other runtimes")
     x.add_argument("--model", required=True)
     x.add_argument("--onnx", action="store_true", help="ONNX with dynamic batch and sequence axes")
@@ -521,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 VERBS: dict[str, Callable] = {"tokenize": run_tokenize, "encode": run_encode, "vocab": run_vocab,
                               "pretrain": run_pretrain, "finetune": run_finetune, "evaluate": run_evaluate,
                               "predict": run_predict, "distill": run_distill, "quantize": run_quantize,
-                              "export": run_export}
+                              "export": run_export, "serve": run_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

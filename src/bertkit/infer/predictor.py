@@ -37,13 +37,14 @@ from bertkit.config import BertConfig
 from bertkit.data.features import (QASettings, group_by_example, qa_decode, qa_features, tag_decode,
                                    tag_features)
 from bertkit.data.tasks import QAExample, TagExample
-from bertkit.heads import (BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-                           HEADS)
+from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
+                           BertForSequenceClassification, BertForTokenClassification, HEADS)
 from bertkit.metrics import chunks
 from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer
 
-FAMILIES = {BertForSequenceClassification: "classification", BertForTokenClassification: "tagging",
+FAMILIES = {BertForMaskedLM: "fill-mask", BertForPreTraining: "fill-mask",
+            BertForSequenceClassification: "classification", BertForTokenClassification: "tagging",
             BertForQuestionAnswering: "qa", BertModel: "embedding"}
 
 
@@ -95,8 +96,7 @@ class Predictor:
         name = (config.architectures or ["BertModel"])[0]
         head = HEADS.get(name)
         if head is None or head not in FAMILIES:
-            head = BertModel if name in ("BertForPreTraining", "BertForMaskedLM", "BertForReplacedTokenDetection") \
-                else None
+            head = BertModel if name == "BertForReplacedTokenDetection" else None
         if head is None:
             raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
                                   f"inference path for it")
@@ -119,9 +119,12 @@ class Predictor:
                 "capacity": self.settings.cache_size}
 
     # ---- batching --------------------------------------------------------------------------------------------------
-    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable, kind: str = "") -> list:
+    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable, kind: str = "",
+             model: Callable | None = None) -> list:
         """`fn(output, batch)` -> one result per row, over batches of similar length; results in row order.
+        `model` (default: the predictor's) is what runs, e.g. only the encoder of a head model.
         With a cache, rows seen before (same `kind` of result, same ids) are not run again."""
+        model = model if model is not None else self.model
         results: list = [None] * len(rows)
         todo = list(range(len(rows)))
         keys = None
@@ -141,21 +144,21 @@ class Predictor:
             self.cache_misses += len(todo)
             self.cache_hits += len(rows) - len(todo)
         order = sorted(todo, key=lambda i: len(rows[i][0]))
-        is_module = isinstance(self.model, torch.nn.Module)
-        device = next(self.model.parameters()).device if is_module else torch.device("cpu")
-        was_training = self.model.training
-        self.model.eval()
+        is_module = isinstance(model, torch.nn.Module)
+        device = next(model.parameters()).device if is_module else torch.device("cpu")
+        was_training = model.training
+        model.eval()
         try:
             with torch.inference_mode():
                 for start in range(0, len(order), self.settings.batch_size):
                     idx = order[start:start + self.settings.batch_size]
                     batch = self.tok.collate([rows[i][0] for i in idx], [rows[i][1] for i in idx])
                     batch = {k: v.to(device) for k, v in batch.items()}
-                    out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
                     for i, r in zip(idx, fn(out, batch)):
                         results[i] = r
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
         for i, j in repeats:
             results[i] = results[j]
         if keys is not None:
@@ -264,6 +267,33 @@ class Predictor:
                           [logits[i][1][:len(features[i].input_ids)] for i in idx], settings, allow_empty=allow_empty)
             results.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score})
         return results
+
+    def fill_mask(self, texts: Sequence[str], top_k: int = 5) -> list[dict]:
+        """For every `[MASK]` of each text, the `top_k` most likely pieces: `{"masks": [[{"token", "score"}, ...],
+        ...]}` in the order the masks appear. Only masked positions are projected onto the vocabulary."""
+        if self.family != "fill-mask":
+            raise ValueError(f"this model does {self.family}, not fill-mask (it needs an MLM head)")
+        mask_id = self.tok.mask_id
+        encs = self.tok.encode_batch(texts, max_length=self.max_length)
+        for i, e in enumerate(encs):
+            if mask_id not in e.ids:
+                raise ValueError(f"texts[{i}]: no [MASK] token to fill")
+        head = self.model.cls.predictions
+        k = max(1, min(int(top_k), self.config.vocab_size))
+
+        def fill(out, b):
+            results = []
+            for row in range(len(b["input_ids"])):
+                where = (b["input_ids"][row] == mask_id).nonzero().squeeze(1)
+                probs = head(out.last_hidden_state[row, where]).float().softmax(-1)  # (masks, V)
+                top = probs.topk(k, dim=-1)
+                results.append([[{"token": t, "score": float(p)} for t, p in
+                                 zip(self.tok.convert_ids_to_tokens(ids.tolist()), scores)]
+                                for ids, scores in zip(top.indices, top.values)])
+            return results
+
+        masks = self._run([(e.ids, e.type_ids) for e in encs], fill, f"fill{k}", model=self.model.bert)
+        return [{"masks": m} for m in masks]
 
     def embed(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
         """(len(texts), H) mean of the last layer over each text's real tokens."""

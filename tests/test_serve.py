@@ -1,0 +1,190 @@
+"""The HTTP service, over a real uvicorn server on loopback: every endpoint, every kind of bad input (the status
+and the field named), micro-batching of concurrent requests, backpressure (503 + Retry-After), and /metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from bertkit import BertConfig, BertForSequenceClassification, BertModel, Tokenizer
+from bertkit.heads import BertForMaskedLM, BertForQuestionAnswering, BertForTokenClassification
+from bertkit.infer.predictor import Predictor, PredictorSettings
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
+from bertkit.serve.batcher import BatcherSettings  # noqa: E402
+
+
+def tiny(cls, tok, num_labels=2, id2label=None):
+    torch.manual_seed(0)
+    cfg = BertConfig.named("tiny", max_position_embeddings=128, num_hidden_layers=2, vocab_size=tok.vocab_size)
+    cfg.num_labels = num_labels
+    if id2label:
+        cfg.id2label = id2label
+    return Predictor(cls(cfg).eval(), tok, PredictorSettings(threads=1, cache_size=64))
+
+
+class Server:
+    def __init__(self, app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+
+    def request(self, method, path, body=None, raw: bytes | None = None, headers=None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                text = r.read().decode()
+                return r.status, (json.loads(text) if r.headers.get_content_type() == "application/json" else text), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read().decode() or "{}"), e.headers
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_dir):
+    return Tokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def server(tok):
+    predictors = {
+        "sentiment": tiny(BertForSequenceClassification, tok, 2, {0: "negative", 1: "positive"}),
+        "ner": tiny(BertForTokenClassification, tok, 3, {0: "O", 1: "B-PER", 2: "I-PER"}),
+        "qa": tiny(BertForQuestionAnswering, tok),
+        "encoder": tiny(BertModel, tok),
+        "mlm": tiny(BertForMaskedLM, tok),
+    }
+    app = create_app(predictors, ServeSettings(max_items=8, max_chars=200, max_body_bytes=20_000,
+                                               batcher=BatcherSettings(max_batch=16, max_wait_ms=20)))
+    s = Server(app)
+    yield s
+    s.stop()
+
+
+def test_every_endpoint_answers(server):
+    status, out, _ = server.post("/v1/classify", {"texts": ["a fine film", "좋은 영화"]})
+    assert status == 200 and [set(r) for r in out["results"]] == [{"label", "probs"}] * 2
+    assert set(out["results"][0]["probs"]) == {"negative", "positive"}
+    status, out, _ = server.post("/v1/tag", {"texts": ["Peter lives in Paris"], "model": "ner"})
+    assert status == 200 and "entities" in out["results"][0]
+    context = "The Broncos won the game in Denver."
+    status, out, _ = server.post("/v1/answer", {"question": "Who won?", "context": context, "model": "qa"})
+    assert status == 200 and context[out["start"]:out["end"]] == out["answer"]
+    status, out, _ = server.post("/v1/embed", {"texts": ["one", "two"], "model": "encoder"})
+    assert status == 200 and len(out["vectors"]) == 2 and len(out["vectors"][0]) == 128
+    assert abs(sum(x * x for x in out["vectors"][0]) - 1) < 1e-4
+    status, out, _ = server.post("/v1/similarity", {"pairs": [["a cat", "a cat"], ["a cat", "stocks fell"]],
+                                                    "model": "encoder"})
+    assert status == 200 and abs(out["scores"][0] - 1) < 1e-4 and out["scores"][1] < 1
+    status, out, _ = server.post("/v1/fill-mask", {"texts": ["paris is the [MASK] of france"], "model": "mlm",
+                                                   "top_k": 3})
+    assert status == 200 and len(out["results"][0]["masks"]) == 1 and len(out["results"][0]["masks"][0]) == 3
+    status, out, _ = server.request("GET", "/healthz")
+    assert status == 200 and out["status"] == "ok" and "qa" in out["models"]
+    status, out, _ = server.request("GET", "/v1/models")
+    assert out["sentiment"]["labels"] == ["negative", "positive"] and "answer" in out["qa"]["endpoints"]
+    status, schema, _ = server.request("GET", "/openapi.json")
+    assert status == 200 and "/v1/classify" in schema["paths"]
+
+
+@pytest.mark.parametrize("path,body,raw,status,needle", [
+    ("/v1/classify", None, b"{not json", 400, "invalid JSON at line 1"),
+    ("/v1/classify", None, b'{"texts": ["\xff\xfe"]}', 400, "not valid UTF-8"),
+    ("/v1/classify", ["a"], None, 400, "expected a JSON object"),
+    ("/v1/classify", {"texts": "a film"}, None, 400, "texts: expected a list"),
+    ("/v1/classify", {"text": ["a film"]}, None, 400, "texts: expected a list of strings (missing)"),
+    ("/v1/classify", {"texts": []}, None, 400, "texts: empty list"),
+    ("/v1/classify", {"texts": ["ok", 3]}, None, 400, "texts[1]: expected a string, got int"),
+    ("/v1/classify", {"texts": ["ok", "  "]}, None, 400, "texts[1]: empty text"),
+    ("/v1/classify", {"texts": ["bell\x07"]}, None, 400, "texts[0]: control character U+0007 at position 4"),
+    ("/v1/classify", {"texts": ["x"] * 9}, None, 413, "texts: 9 items, limit 8"),
+    ("/v1/classify", {"texts": ["x" * 30_000]}, None, 413, "body:"),
+    ("/v1/classify", {"texts": ["x"], "model": "nope"}, None, 404, "model: 'nope' is not served"),
+    ("/v1/answer", {"question": "q", "context": "c", "model": "sentiment"}, None, 404, "has no head for it"),
+    ("/v1/answer", {"question": "q", "model": "qa"}, None, 400, "context: expected a string, got NoneType"),
+    ("/v1/similarity", {"pairs": [["a"]], "model": "encoder"}, None, 400, "pairs[0]: expected [text, text_pair]"),
+    ("/v1/fill-mask", {"texts": ["no mask here"], "model": "mlm"}, None, 400, "texts[0]: no [MASK] token"),
+    ("/v1/fill-mask", {"texts": ["a [MASK]"], "model": "mlm", "top_k": 0}, None, 400, "top_k:"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(server, path, body, raw, status, needle):
+    got, out, _ = server.post(path, body, raw=raw)
+    assert got == status and needle in out["error"], out
+    assert server.request("GET", "/healthz")[0] == 200  # and the service is still up
+
+
+def test_long_text_is_truncated_with_a_flag(server):
+    status, out, _ = server.post("/v1/classify", {"texts": ["good " * 100, "short"]})
+    assert status == 200 and out["results"][0]["truncated"] is True and "truncated" not in out["results"][1]
+
+
+def test_concurrent_requests_share_model_calls(server):
+    batcher = server.server.config.app.state.batcher
+    before_batches, before_items = batcher.stats.batches, batcher.stats.items
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: server.post("/v1/classify", {"texts": [f"review number {i}"]}), range(48)))
+    assert all(r[0] == 200 for r in results)
+    batches = batcher.stats.batches - before_batches
+    assert batcher.stats.items - before_items == 48 and batches < 48  # several requests per model call
+    status, text, _ = server.request("GET", "/metrics")
+    assert 'bertkit_requests_total{endpoint="classify",status="200"}' in text
+    assert "bertkit_batch_size_bucket" in text and "bertkit_queue_depth" in text
+    assert 'bertkit_cache_hits_total{model="sentiment"}' in text
+
+
+def test_backpressure_answers_503_with_retry_after(tok):
+    slow = tiny(BertForSequenceClassification, tok)
+    original = slow.classify
+
+    def classify(*a, **kw):
+        time.sleep(0.3)
+        return original(*a, **kw)
+
+    slow.classify = classify
+    app = create_app({"slow": slow}, ServeSettings(batcher=BatcherSettings(max_batch=1, max_wait_ms=0,
+                                                                           max_queue=2)))
+    s = Server(app)
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda i: s.post("/v1/classify", {"texts": [f"text {i}"]}), range(12)))
+        codes = [a[0] for a in answers]
+        assert 503 in codes and 200 in codes and set(codes) <= {200, 503}
+        busy = next(a for a in answers if a[0] == 503)
+        assert busy[2]["Retry-After"] == "1" and "overloaded" in busy[1]["error"]
+    finally:
+        s.stop()
+
+
+def test_api_key(tok):
+    s = Server(create_app({"m": tiny(BertForSequenceClassification, tok)}, ServeSettings(api_key="secret")))
+    try:
+        assert s.post("/v1/classify", {"texts": ["a"]})[0] == 401
+        assert s.post("/v1/classify", {"texts": ["a"]}, headers={"X-API-Key": "secret"})[0] == 200
+        assert s.post("/v1/classify", {"texts": ["a"]}, headers={"Authorization": "Bearer secret"})[0] == 200
+    finally:
+        s.stop()
