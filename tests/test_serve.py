@@ -138,6 +138,20 @@ def test_bad_input_is_a_4xx_naming_the_field(server, path, body, raw, status, ne
     assert server.request("GET", "/healthz")[0] == 200  # and the service is still up
 
 
+def test_explanations_and_the_page(server):
+    text = "The acting was fine. The plot was dull."
+    status, out, _ = server.post("/v1/classify", {"texts": [text], "explain": True})
+    r = out["results"][0]
+    assert status == 200 and r["method"] == "gradient x input" and r["label"] in ("negative", "positive")
+    assert [w["text"] for w in r["words"]] == ["The", "acting", "was", "fine", ".", "The", "plot", "was", "dull", "."]
+    assert all(text[w["start"]:w["end"]] == w["text"] for w in r["words"])
+    assert max(w["score"] for w in r["words"]) == 1.0 and min(w["score"] for w in r["words"]) >= 0
+    assert [s["text"] for s in r["sentences"]] == ["The acting was fine.", "The plot was dull."]
+    assert server.post("/v1/classify", {"texts": ["x"], "explain": "yes"})[0] == 400
+    status, page, _ = server.request("GET", "/")
+    assert status == 200 and "Reading comprehension" in page and "/v1/answer" in page
+
+
 def test_long_text_is_truncated_with_a_flag(server):
     status, out, _ = server.post("/v1/classify", {"texts": ["good " * 100, "short"]})
     assert status == 200 and out["results"][0]["truncated"] is True and "truncated" not in out["results"][1]

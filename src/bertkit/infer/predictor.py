@@ -214,6 +214,70 @@ class Predictor:
             results.append({**r, **notes[i]})
         return results
 
+    def explain(self, text: str, label: str | None = None) -> dict:
+        """Which words drove a classification: gradient x input (Shrikumar et al. 2017) of the label's logit with
+        respect to the word embeddings, its L1 norm over the hidden size for each piece, summed over each word's
+        pieces and over each sentence, scaled so that the largest is 1. One text, read in its first window; needs
+        the float PyTorch model (gradients)."""
+        from bertkit.data.corpus import split_sentences
+
+        if self.family != "classification":
+            raise ValueError(f"this model does {self.family}; explanations are for classification")
+        if not isinstance(self.model, torch.nn.Module) or not any(p.is_floating_point()
+                                                                  for p in self.model.parameters()):
+            raise ValueError("explanations need the float PyTorch model (no ONNX, no int8)")
+        enc = self.tok.encode(text, max_length=self.max_length)
+        ids = torch.tensor([enc.ids])
+        captured = {}
+
+        def keep(module, args, out):  # returns None: the output is unchanged
+            out.retain_grad()
+            captured["emb"] = out
+
+        hook = self.model.bert.embeddings.word_embeddings.register_forward_hook(keep)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                logits = self.model(ids, torch.ones_like(ids), torch.tensor([enc.type_ids])).logits[0]
+                names = [self.config.id2label.get(i, f"LABEL_{i}") if self.config.id2label else f"LABEL_{i}"
+                         for i in range(self.config.num_labels)]
+                target = names.index(label) if label is not None else int(logits.argmax())
+                logits[target].backward()
+        finally:
+            hook.remove()
+            self.model.zero_grad(set_to_none=True)
+            self.model.train(was_training)
+        emb = captured["emb"]
+        # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
+        scores = (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
+        pieces = self.tok.convert_ids_to_tokens(enc.ids)
+        probs = logits.detach().softmax(-1).tolist()
+        words: list[dict] = []  # continuation pieces (##) joined to their word
+        for (a, b), sc, tid, piece in zip(enc.offsets, scores, enc.ids, pieces):
+            if tid in (self.tok.cls_id, self.tok.sep_id, self.tok.pad_id) or a == b:
+                continue
+            if words and piece.startswith("##") and words[-1]["end"] == a:
+                words[-1]["end"], words[-1]["score"] = b, words[-1]["score"] + sc
+            else:
+                words.append({"start": a, "end": b, "score": sc})
+        sentences, cursor = [], 0
+        for sent in split_sentences(text) or [text]:
+            a = text.find(sent, cursor)
+            a = cursor if a < 0 else a
+            cursor = b = a + len(sent)
+            sentences.append({"text": sent, "start": a, "end": b,
+                              "score": sum(w["score"] for w in words if a <= w["start"] < b)})
+        for group in (words, sentences):
+            peak = max((x["score"] for x in group), default=0.0) or 1.0
+            for x in group:
+                x["score"] = x["score"] / peak
+        for w in words:
+            w["text"] = text[w["start"]:w["end"]]
+        return {"label": names[target], "probs": dict(zip(names, probs)), "method": "gradient x input",
+                "words": words, "sentences": sentences,
+                **({"truncated": True} if len(enc) == self.max_length else {})}
+
     def tag(self, texts: Sequence[str] | Sequence[TagExample]) -> list[dict]:
         """Entities of raw texts (characters are the units, so offsets are the input's own), or tags of
         pre-split `TagExample`s (`tags`, one per word)."""

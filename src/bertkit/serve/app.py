@@ -2,6 +2,7 @@
 
 Endpoints (JSON in, JSON out; OpenAPI schema at /docs):
   POST /v1/classify     {"texts": [...]} or {"pairs": [[a, b], ...]}  -> {"results": [{label, probs} | {score}]}
+                        {"texts": [...], "explain": true} adds `words` and `sentences` with importance scores
   POST /v1/tag          {"texts": [...]}                              -> {"results": [{entities: [...]}]}
   POST /v1/answer       {"question": "...", "context": "..."}         -> {answer, start, end, score}
   POST /v1/embed        {"texts": [...]}                              -> {"vectors": [[...], ...]}
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -52,8 +54,10 @@ _PAIRS = {"type": "array", "minItems": 1,
           "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2}}
 _MODEL = {"type": "string", "description": "which served model (default: the first)"}
 BODY_SCHEMAS = {
-    "classify": {"type": "object", "properties": {"texts": _TEXTS, "pairs": _PAIRS, "model": _MODEL},
-                 "description": "texts, or pairs for a sentence-pair model"},
+    "classify": {"type": "object", "properties": {"texts": _TEXTS, "pairs": _PAIRS, "model": _MODEL,
+                                                  "explain": {"type": "boolean"}},
+                 "description": "texts, or pairs for a sentence-pair model; explain: word and sentence importance "
+                                "(gradient x input) with each answer"},
     "tag": {"type": "object", "properties": {"texts": _TEXTS, "model": _MODEL}, "required": ["texts"]},
     "answer": {"type": "object", "properties": {"question": {"type": "string", "minLength": 1},
                                                 "context": {"type": "string", "minLength": 1}, "model": _MODEL},
@@ -181,6 +185,8 @@ def run_batch(predictors: dict[str, Predictor], model: str, op: str, items: list
         if options.get("pairs"):
             return p.classify([a for a, _ in items], [b for _, b in items])
         return p.classify(items)
+    if op == "explain":
+        return [p.explain(t) for t in items]
     if op == "tag":
         return p.tag(items)
     if op == "answer":
@@ -261,7 +267,12 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
                     results = await batcher.submit(model, op, list(zip(a, b)), timeout, pairs=True)
                 else:
                     texts, cut = _texts(body, "texts", settings)
-                    results = await batcher.submit(model, op, texts, timeout)
+                    explain = body.get("explain", False)
+                    if not isinstance(explain, bool):
+                        raise BadRequest(400, "explain: expected true or false")
+                    if explain and (p.family != "classification" or not isinstance(p.model, torch.nn.Module)):
+                        raise BadRequest(400, "explain: needs a classification model on the float torch backend")
+                    results = await batcher.submit(model, "explain" if explain else op, texts, timeout)
                 payload = {"results": [{**r, **({"truncated": True} if c else {})} for r, c in zip(results, cut)]}
             elif op in ("tag", "fill-mask"):
                 texts, cut = _texts(body, "texts", settings)
