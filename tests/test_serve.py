@@ -202,3 +202,61 @@ def test_api_key(tok):
         assert s.post("/v1/classify", {"texts": ["a"]}, headers={"Authorization": "Bearer secret"})[0] == 200
     finally:
         s.stop()
+
+
+# ---- the page, in a real browser -------------------------------------------------------------------------------------
+def chromium() -> str:
+    """Debian's chromium, installed here if it is missing (the test set-up the issue asks for)."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("chromium is not installed and cannot be installed here (apt-get install chromium)")
+    return found
+
+
+def render(server, query: dict) -> str:
+    """The page's DOM after its scripts ran with these inputs (headless Chromium, real HTTP to the server)."""
+    import subprocess
+    import urllib.parse
+
+    url = f"http://127.0.0.1:{server.port}/?{urllib.parse.urlencode(query)}"
+    out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert 'data-ready="1"' in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_page_highlights_the_answer_in_a_korean_passage(server):
+    import html
+    import re
+
+    context = "🙂 세종대왕은 1443년에 훈민정음을 창제하였다. 이는 백성을 위한 문자였다. 한글날은 10월 9일이다."
+    question = "훈민정음을 만든 사람은?"
+    status, answer, _ = server.post("/v1/answer", {"question": question, "context": context, "model": "qa"})
+    assert status == 200
+    dom = render(server, {"context": context, "question": question})
+    m = re.search(r'<div class="out" id="qa-out">(.*?)<mark class="answer">(.*?)</mark>', dom, re.S)
+    assert m is not None, dom[-3000:]
+    assert html.unescape(m.group(2)) == context[answer["start"]:answer["end"]] == answer["answer"]
+    assert html.unescape(m.group(1)) == context[:answer["start"]]  # the mark sits at the right characters
+
+
+def test_page_colours_the_words_that_drove_the_label(server):
+    import html
+    import re
+
+    text = "The acting was fine. But the plot was dull and lifeless."
+    status, out, _ = server.post("/v1/classify", {"texts": [text], "explain": True})
+    expected = out["results"][0]
+    dom = render(server, {"classify": text})
+    words = re.findall(r'<span class="word" data-score="([0-9.]+)"[^>]*>(.*?)</span>', dom)
+    assert [html.unescape(w) for _, w in words] == [w["text"] for w in expected["words"]]
+    assert [float(s) for s, _ in words] == pytest.approx([w["score"] for w in expected["words"]], abs=1e-3)
+    assert re.search(r'id="cls-label">(.*?)<', dom).group(1) == expected["label"]
