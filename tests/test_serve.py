@@ -123,6 +123,8 @@ def test_every_endpoint_answers(server):
     ("/v1/classify", {"texts": ["ok", 3]}, None, 400, "texts[1]: expected a string, got int"),
     ("/v1/classify", {"texts": ["ok", "  "]}, None, 400, "texts[1]: empty text"),
     ("/v1/classify", {"texts": ["bell\x07"]}, None, 400, "texts[0]: control character U+0007 at position 4"),
+    ("/v1/answer", None, b'{"question": "\\ud800?", "context": "c", "model": "qa"}', 400,
+     "question: lone surrogate U+D800 at position 0"),
     ("/v1/classify", {"texts": ["x"] * 9}, None, 413, "texts: 9 items, limit 8"),
     ("/v1/classify", {"texts": ["x" * 30_000]}, None, 413, "body:"),
     ("/v1/classify", {"texts": ["x"], "model": "nope"}, None, 404, "model: 'nope' is not served"),
@@ -260,3 +262,32 @@ def test_page_colours_the_words_that_drove_the_label(server):
     assert [html.unescape(w) for _, w in words] == [w["text"] for w in expected["words"]]
     assert [float(s) for s, _ in words] == pytest.approx([w["score"] for w in expected["words"]], abs=1e-3)
     assert re.search(r'id="cls-label">(.*?)<', dom).group(1) == expected["label"]
+
+
+# ---- fuzzing: random JSON and bytes against every endpoint, never a 5xx ----------------------------------------------
+def test_fuzz_no_5xx(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = st.text(max_size=40)
+    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | text
+    value = st.recursive(leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+                         max_leaves=12)
+    # bodies shaped like the real ones, with random contents, and anything else
+    shaped = st.fixed_dictionaries({}, optional={"texts": st.lists(text | value, max_size=5),
+                                                 "pairs": st.lists(st.lists(text | value, max_size=3), max_size=3),
+                                                 "question": text | value, "context": text | value,
+                                                 "model": st.sampled_from(["sentiment", "ner", "qa", "encoder", "mlm",
+                                                                           "x"]) | value,
+                                                 "explain": value, "top_k": value})
+    endpoints = st.sampled_from(["classify", "tag", "answer", "embed", "similarity", "fill-mask"])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(endpoints, shaped | value, st.binary(max_size=64), st.booleans())
+    def check(endpoint, body, raw, use_raw):
+        status, out, _ = server.post(f"/v1/{endpoint}", None if use_raw else body,
+                                     raw=raw if use_raw else None)
+        assert status < 500, (endpoint, body, raw, out)
+
+    check()
+    assert server.request("GET", "/healthz")[0] == 200

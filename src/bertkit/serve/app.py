@@ -103,8 +103,11 @@ def _check_text(value: Any, where: str, settings: ServeSettings) -> tuple[str, b
     if not value.strip():
         raise BadRequest(400, f"{where}: empty text")
     for i, ch in enumerate(value):
-        if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r":
+        kind = unicodedata.category(ch)
+        if kind == "Cc" and ch not in "\t\n\r":
             raise BadRequest(400, f"{where}: control character U+{ord(ch):04X} at position {i}")
+        if kind == "Cs":  # JSON can spell a lone surrogate (\ud800); it is not text
+            raise BadRequest(400, f"{where}: lone surrogate U+{ord(ch):04X} at position {i} (not valid Unicode)")
     if len(value) > settings.max_chars:
         if settings.on_long_text == "reject":
             raise BadRequest(413, f"{where}: {len(value)} characters, limit {settings.max_chars}")
