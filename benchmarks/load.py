@@ -1,0 +1,171 @@
+"""Load test on loopback: `bertkit serve` against a plain FastAPI endpoint that calls a `transformers` pipeline one
+request at a time, on the same model, the same machine, in one run. Bounded in requests and time.
+
+    python benchmarks/load.py --model runs/finetune/sst2 [--clients 16] [--requests 800] [--threads 2]
+
+Each client sends one SST-2 dev sentence per request over a kept-alive connection. Reported per server:
+throughput (requests/s), p50 / p99 latency, errors. Then an overload phase against bertkit with a small queue
+(as many items as there are clients in the normal phase) and 4x the clients: answers beyond capacity must be 503 with Retry-After, not timeouts or crashes.
+Both servers get the same CPU: bertkit as `--workers 1 --threads T`, the peer with torch set to T threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def peer_app(model_dir: str, threads: int):
+    """The usual stack: FastAPI + a transformers pipeline, one request at a time (a lock around the model)."""
+    import torch
+    from fastapi import FastAPI
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    clf = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device=-1)
+    lock = threading.Lock()
+    app = FastAPI()
+
+    @app.post("/v1/classify")
+    def classify(body: dict):
+        with lock:
+            out = clf(body["texts"], truncation=True)
+        return {"results": [{"label": o["label"], "score": o["score"]} for o in out]}
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("server did not start")
+
+
+def run_load(port: int, texts: list[str], clients: int, requests: int, timeout: float = 30.0) -> dict:
+    """`requests` in all from `clients` concurrent keep-alive connections."""
+    per_client = requests // clients
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        for i in range(per_client):
+            body = json.dumps({"texts": [texts[(k * per_client + i) % len(texts)]]})
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/classify", body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = -1  # timeout or connection error
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            with lock:
+                results.append((status, time.perf_counter() - start))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - start
+    ok = [t for s, t in results if s == 200]
+    codes: dict[str, int] = {}
+    for s, _ in results:
+        codes[str(s)] = codes.get(str(s), 0) + 1
+    return {"requests": len(results), "ok": len(ok), "throughput": len(ok) / wall,
+            "p50_ms": 1000 * statistics.median(ok) if ok else None,
+            "p99_ms": 1000 * sorted(ok)[max(0, int(0.99 * len(ok)) - 1)] if ok else None, "codes": codes}
+
+
+def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a fine-tuned classification directory (HF format)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=800)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # internal: run the peer
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "load.json"))
+    args = ap.parse_args()
+    if args.peer_server:
+        import uvicorn
+
+        uvicorn.run(peer_app(args.model, args.threads), host="127.0.0.1", port=args.peer_server, log_level="error")
+        return
+
+    with gzip.open(DATA / "glue" / "SST-2" / "dev.tsv.gz", "rt", encoding="utf-8") as f:
+        texts = [ln.split("\t")[0] for ln in f.read().splitlines()[1:]]
+    report = {}
+    for name, overload in (("bertkit", False), ("peer: FastAPI + transformers pipeline", False), ("bertkit", True)):
+        port = free_port()
+        if name == "bertkit":
+            queue = ["--max-queue", str(args.clients)] if overload else []
+            proc = start([sys.executable, "-m", "bertkit.cli", "serve", "--model", f"m={args.model}", "--port",
+                          str(port), "--threads", str(args.threads), "--max-batch", "32", "--max-wait-ms", "5",
+                          *queue])
+        else:
+            proc = start([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
+                          "--peer-server", str(port)])
+        try:
+            wait_ready(port, proc)
+            run_load(port, texts, min(4, args.clients), 40)  # warm-up
+            clients = 4 * args.clients if overload else args.clients
+            r = run_load(port, texts, clients, args.requests * (2 if overload else 1), timeout=60)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        key = f"{name} (overload: {clients} clients, queue of {args.clients})" if overload else name
+        report[key] = r
+        print(f"  {key}: {json.dumps(r)}", file=sys.stderr, flush=True)
+
+    b, p = report["bertkit"], report["peer: FastAPI + transformers pipeline"]
+    print(f"\n{args.clients} concurrent clients, {args.requests} requests of one SST-2 dev sentence each, "
+          f"{args.threads} threads per server, loopback")
+    print("| server | requests/s | p50 ms | p99 ms | answers |")
+    print("|---|---|---|---|---|")
+    for key, r in report.items():
+        print(f"| {key} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              + ", ".join(f"{c}: {n}" for c, n in sorted(r["codes"].items())) + " |")
+    print(f"\nthroughput ratio bertkit / peer: {b['throughput'] / p['throughput']:.2f}; p99 ratio: "
+          f"{b['p99_ms'] / p['p99_ms']:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
