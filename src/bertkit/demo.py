@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    shown = os.path.relpath(minilm) if not os.path.relpath(minilm).startswith("..") else str(minilm)
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Start the service again and open the page:\n"
-          f"  .venv/bin/bertkit serve --model reviews={OUT / 'student'} --model minilm={minilm} --port 8000\n"
+          f"  .venv/bin/bertkit serve --model reviews={OUT / 'student'} --model minilm={shown} --port 8000\n"
           f"  then http://127.0.0.1:8000/ (the page) or http://127.0.0.1:8000/docs (the API)")
     return 0
 
