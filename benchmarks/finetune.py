@@ -43,12 +43,12 @@ JOBS = [
 ]
 KOREAN_JOBS = [
     ("nsmc", "nsmc", "nsmc", "test", ["--epochs", "2", "--lr", "1e-4", "--max-train-examples", "20000"], ""),
-    ("klue-nli", "klue-nli", "klue", "dev, 20 % of premises held out", ["--split-eval", "0.2", "--epochs", "3",
-                                                                         "--lr", "1e-4"], ""),
-    ("klue-sts", "klue-sts", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "4", "--lr", "1e-4"],
-     ""),
-    ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "3", "--lr", "1e-4"],
-     ""),
+    ("klue-nli", "klue-nli", "klue", "dev, 20 % of premises held out", ["--split-eval", "0.2", "--epochs", "10",
+                                                                         "--lr", "3e-4"], ""),
+    ("klue-sts", "klue-sts", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "30", "--lr",
+                                                             "3e-4"], ""),
+    ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "10", "--lr",
+                                                             "3e-4"], ""),
     ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
                                                                           "--lr", "1e-4"], ""),
 ]

@@ -56,6 +56,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     threads: int = 0  # torch threads per process; 0: torch's choice
     best_metric: str = ""  # keep the weights of the evaluation where this metric was highest: out/ holds them
+    # glibc keeps freed memory (see keep_freed_memory): faster steps for fixed shapes (pre-training's packed
+    # sequences); off for fine-tuning, whose shapes vary from batch to batch and whose heap then only grows
+    # (a KorQuAD run reached 20 GB and was killed by the OOM killer with it on)
+    keep_freed_memory: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -191,7 +195,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     Returns the last evaluation."""
     env = env or setup_env()
     out = Path(out)
-    if env.device.type == "cpu":
+    if env.device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -260,5 +260,6 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
                  sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out) / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    cfg.train.keep_freed_memory = True  # packed sequences: the same shapes every step
     return train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, env=env,
                  show_progress=show_progress)
