@@ -215,8 +215,12 @@ def chromium() -> str:
 
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                     ["apt-get", "install", "-y", "-q", "chromium"]):  # update only if the first try fails
+            if shutil.which("chromium"):
+                break
+            subprocess.run(step, capture_output=True, timeout=900, env=env)
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("chromium is not installed and cannot be installed here (apt-get install chromium)")
