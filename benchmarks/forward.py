@@ -26,10 +26,11 @@ from bertkit import BertConfig, BertModel, Tokenizer, packaged_model_dir
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def reference_model(model: BertModel) -> torch.nn.Module:
+def reference_model(model: torch.nn.Module, cls_name: str = "BertModel") -> torch.nn.Module:
+    """The transformers class `cls_name` (SDPA attention) holding `model`'s weights."""
     cfg = transformers.BertConfig(**model.config.to_dict())
     cfg._attn_implementation = "sdpa"
-    ref = transformers.BertModel(cfg).eval()
+    ref = getattr(transformers, cls_name)(cfg).eval()
     missing, unexpected = ref.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing), missing
     return ref

@@ -83,14 +83,9 @@ def pad_to(batch: dict, length: int) -> dict:
 
 # ---- models ---------------------------------------------------------------------------------------------------------
 def hf_model(bertkit_model):
-    import transformers
+    from forward import reference_model
 
-    cfg = transformers.BertConfig(**bertkit_model.config.to_dict())
-    cfg._attn_implementation = "sdpa"
-    ref = transformers.BertForSequenceClassification(cfg).eval()
-    missing, unexpected = ref.load_state_dict(bertkit_model.state_dict(), strict=False)
-    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing), missing
-    return ref
+    return reference_model(bertkit_model, "BertForSequenceClassification")
 
 
 def ort_peer(bertkit_model, directory: Path, int8: bool):

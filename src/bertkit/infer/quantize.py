@@ -105,11 +105,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     return q.eval()
 
 
-def is_quantized(model: nn.Module) -> bool:
-    DynamicLinear, _, _ = _quantized_api()
-    return any(isinstance(m, DynamicLinear) for m in model.modules())
-
-
 def save_int8(model: nn.Module, path: str | Path, tokenizer=None) -> None:
     """`model.int8.safetensors` (int8 weights + per-row scales, the rest fp32) and config.json."""
     DynamicLinear, _, _ = _quantized_api()

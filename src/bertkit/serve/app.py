@@ -284,9 +284,10 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
                     top_k = body.get("top_k", 5)
                     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
                         raise BadRequest(400, "top_k: expected an integer between 1 and 100")
-                    if any(p.tok.mask_id not in e.ids for e in p.tok.encode_batch(texts, max_length=p.max_length)):
-                        bad = next(i for i, e in enumerate(p.tok.encode_batch(texts, max_length=p.max_length))
-                                   if p.tok.mask_id not in e.ids)
+                    # checked here, not in the worker: one bad text must not fail the other requests of its batch
+                    encs = p.tok.encode_batch(texts, max_length=p.max_length)
+                    bad = next((i for i, e in enumerate(encs) if p.tok.mask_id not in e.ids), None)
+                    if bad is not None:
                         raise BadRequest(400, f"texts[{bad}]: no [MASK] token to fill")
                     options["top_k"] = top_k
                 results = await batcher.submit(model, op, texts, timeout, **options)
