@@ -206,6 +206,54 @@ def test_api_key(tok):
         s.stop()
 
 
+
+def test_serve_cli_with_two_worker_processes(tok, tmp_path):
+    """`bertkit serve --workers 2`: two processes, each loading the model, both answering; SIGTERM ends both."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "sentiment"
+    tiny(BertForSequenceClassification, tok).model.save_pretrained(model_dir, tokenizer=tok)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from bertkit.cli import main; raise SystemExit(main())",
+                             "serve", "--model", str(model_dir), "--port", str(port), "--workers", "2",
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    client = Server.__new__(Server)  # only its request helpers: the server is the subprocess
+    client.port = port
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if client.request("GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        pids = set()
+        for _ in range(10):  # the kernel hands connections to whichever worker accepts first
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda i: client.post("/v1/classify", {"texts": [f"review {i}"]}), range(16)))
+            assert all(a[0] == 200 and a[1]["results"][0]["label"] for a in answers)
+            with ThreadPoolExecutor(8) as pool:
+                pids |= {h[1]["pid"] for h in pool.map(lambda i: client.request("GET", "/healthz"), range(16))}
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, f"only {pids} answered"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert "2 worker(s)" in out, out[-2000:]
+    assert proc.returncode == 0, out[-2000:]
+
+
 # ---- the page, in a real browser -------------------------------------------------------------------------------------
 def chromium() -> str:
     """Debian's chromium, installed here if it is missing (the test set-up the issue asks for)."""

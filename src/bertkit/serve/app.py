@@ -18,8 +18,8 @@ input. Long texts: `on_long_text="truncate"` cuts them at `max_chars` and says s
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import os
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -338,7 +338,8 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
     @app.get("/healthz")
     def healthz():
-        return {"status": "ok", "models": list(predictors), "queue_depth": batcher.depth}
+        # the process id tells which of `--workers N` processes answered
+        return {"status": "ok", "models": list(predictors), "queue_depth": batcher.depth, "pid": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus():
