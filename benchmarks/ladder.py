@@ -2,12 +2,14 @@
 dynamic shapes and a cache, with ONNX Runtime as the strongest peer, measured in one run.
 
     python benchmarks/ladder.py --sst2-teacher runs/finetune/sst2 --sst2-student runs/distill-sst2 \
-        --nsmc-teacher runs/nsmc-teacher --nsmc-student runs/distill-nsmc [--sentences 400] [--threads 1]
+        --nsmc-teacher runs/finetune/nsmc --nsmc-student runs/distill-nsmc [--sentences 400] [--threads 1]
 
 Latency rows (random weights of the stated shape, as the issue allows): p50 / p99 milliseconds at batch 1 over
 real sentences at their natural lengths (half SST-2 dev, half NSMC test reviews), and throughput at batch 32
 (sentences/s; batches of neighbouring lengths for dynamic shapes, padded to 128 otherwise). One thread per process:
 the CPU serving rule (a second core serves a second process). Each row's speed-up is over the baseline's p50.
+The int8 rung uses `quantize_int8`'s default kernels (oneDNN's where PyTorch has them); a row after the cache
+runs the same weights with fbgemm's (PyTorch's default engine) for comparison.
 
 Accuracy rows use the real models of each rung: the teacher (fp32, in transformers for the baseline and in bertkit
 for the next row), the distilled student in fp32, then in int8, and in ONNX Runtime fp32 / int8. The cache
@@ -165,7 +167,7 @@ def main() -> None:
     from bertkit import BertConfig, BertForSequenceClassification, Tokenizer, packaged_model_dir
     from bertkit.infer.onnxrt import OnnxModel, export_onnx, quantize_onnx
     from bertkit.infer.predictor import Predictor, PredictorSettings
-    from bertkit.infer.quantize import quantize_int8
+    from bertkit.infer.quantize import int8_engine, quantize_int8
     from bertkit.train.distill import every_other, student_from_teacher
     from forward import matmul_peak
 
@@ -212,7 +214,8 @@ def main() -> None:
     base.num_labels = 2
     teacher = BertForSequenceClassification(base).eval()
     student = student_from_teacher(teacher, every_other(12)).eval()  # 6 layers, 768 wide
-    student_q = quantize_int8(student)
+    student_q = quantize_int8(student)  # oneDNN's kernels where PyTorch has them
+    student_qf = quantize_int8(student, "fbgemm") if "fbgemm" in torch.backends.quantized.supported_engines else None
     work = tempfile.mkdtemp(prefix="ladder-")
 
     def cached_runner(model):
@@ -248,11 +251,13 @@ def main() -> None:
                 note="bertkit never computes padding outside attention")
         measure("distilled 6-layer (every other layer), padded to 128", student, padded1, padded32)
         measure("+ dynamic shapes (no padding; batches of similar length)", student, singles, bucketed)
-        measure("+ int8 (dynamic, per-token activations)", student_q, singles, bucketed)
+        measure(f"+ int8 (dynamic, per-token activations, {int8_engine()} kernels)", student_q, singles, bucketed)
         run, cache = cached_runner(student_q)
         measure(f"+ cache ({100 * args.duplicates:.0f} % repeated requests)", student_q, singles, None, run)
         info = cache.cache_info()
         rows[-1]["note"] = f"hits {info['hits']}, misses {info['misses']}"
+        if student_qf is not None:
+            measure("the same int8 with fbgemm's kernels (PyTorch's default engine)", student_qf, singles, bucketed)
         for int8 in (False, True):
             ort = ort_peer(student, Path(work), int8)
             measure(f"peer: ONNX Runtime {'int8' if int8 else 'fp32'}, same student, transformer fusions",
@@ -295,7 +300,8 @@ def main() -> None:
         acc[task] = a
         print(f"  accuracy {task}: {a}", file=sys.stderr, flush=True)
     # the peer rows run the transformers graph of random weights; their real-model accuracy is bertkit's ONNX rows'
-    keys = ["baseline", "bertkit", "student", "student", "int8", "int8", None, None, "ort", "ort_int8"]
+    keys = ["baseline", "bertkit", "student", "student", "int8", "int8"] + (["int8"] if student_qf is not None else []) \
+        + [None, None, "ort", "ort_int8"]
 
     memory = {}
     if args.sst2_teacher and args.sst2_student:

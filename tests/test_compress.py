@@ -185,6 +185,34 @@ def test_int8_save_load_and_errors(tmp_path, tok):
         load_int8(tmp_path / "q")
 
 
+def test_int8_engines_agree_and_keep_their_packing(tmp_path, tok):
+    """oneDNN and fbgemm pack the same int8 weights and round the same way: logits agree to int8 noise, whichever
+    engine is global when the model runs, and a saved model loads for either."""
+    from bertkit.infer.quantize import int8_engine, load_int8, quantize_int8, save_int8
+
+    engines = [e for e in ("onednn", "fbgemm") if e in torch.backends.quantized.supported_engines]
+    if len(engines) < 2:
+        pytest.skip(f"this PyTorch has only {torch.backends.quantized.supported_engines} int8 engines")
+    with pytest.raises(ValueError, match="int8 engine 'nope'"):
+        int8_engine("nope")
+    model = tiny(BertForSequenceClassification, layers=2, num_labels=3)
+    ids = torch.randint(5, 1000, (4, 13))
+    before = torch.backends.quantized.engine
+    with torch.inference_mode():
+        a, b = (quantize_int8(model, e) for e in engines)
+        assert torch.backends.quantized.engine == before  # the global setting is left as it was
+        la, lb = a(ids).logits, b(ids).logits
+        assert torch.allclose(la, lb, atol=2e-2), (la - lb).abs().max()
+        torch.backends.quantized.engine = engines[1]  # run a's oneDNN-packed weights with fbgemm current
+        try:
+            assert torch.equal(a(ids).logits, la)
+        finally:
+            torch.backends.quantized.engine = before
+        save_int8(a, tmp_path / "q", tokenizer=tok)
+        for e in engines:
+            assert torch.allclose(load_int8(tmp_path / "q", e)(ids).logits, la, atol=2e-2)
+
+
 def test_quantize_cli(tmp_path, tok, capsys):
     src = tmp_path / "src"
     tiny(BertForSequenceClassification, layers=2, num_labels=2).save_pretrained(src, tokenizer=tok)

@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--warmup", float), ("--seed", int), ("--threads", int)):
         k.add_argument(name, type=kind)
 
-    q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder (fbgemm) -> a new directory")
+    q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder -> a new directory")
     q.add_argument("--model", required=True)
     q.add_argument("--out", required=True)
 

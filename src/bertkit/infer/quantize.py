@@ -1,4 +1,4 @@
-"""Dynamic int8 quantisation of the encoder's Linear layers (PyTorch's fbgemm / x86 kernels on this CPU).
+"""Dynamic int8 quantisation of the encoder's Linear layers (PyTorch's oneDNN or fbgemm kernels on this CPU).
 
 Weights are int8 with one scale per output channel; activations are quantised on the fly (8 bits, one scale per
 call over the real tokens of the batch, outlier tokens apart: see `_int8_linear_class`), so nothing needs
@@ -13,6 +13,7 @@ float model gives a clear error instead of garbage; `transformers` cannot load i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -32,10 +33,10 @@ _INT8_LINEAR = None
 
 
 def _int8_linear_class():
-    """fbgemm's dynamic int8 Linear with per-token activation scales, which BERT needs (measured in
+    """PyTorch's dynamic int8 Linear with per-token activation scales, which BERT needs (measured in
     benchmarks/RESULTS.md on SST-2 dev, all-MiniLM-L6-v2 fine-tuned, labels that agree with fp32):
 
-    - fbgemm's kernel takes one activation scale per call; at the input of the feed-forward's second matrix the
+    - the dynamic kernel (oneDNN's or fbgemm's) takes one activation scale per call; at the input of the feed-forward's second matrix the
       [CLS] token is 5-8x larger than any other in the first layers, so a shared scale leaves the other tokens
       ~3 bits. Dividing each token by its own peak before the kernel and multiplying the output back gives
       every token its own scale at the cost of two element-wise passes (the bias is added after, in the same
@@ -91,16 +92,39 @@ def quantizable(model: nn.Module) -> list[str]:
             and (".encoder." in f".{name}" or ".pooler." in f".{name}")]
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` (eval mode) with int8 encoder Linear layers."""
+def int8_engine(engine: str | None = None) -> str:
+    """The kernels that pack and run the int8 products: oneDNN's where this PyTorch has them, else fbgemm's.
+    On this AVX2 machine oneDNN runs the same products with the same rounding 1.3x (batch 1) to 1.6x (batch 32)
+    faster than fbgemm (`benchmarks/ladder.py` has a row for each)."""
+    supported = torch.backends.quantized.supported_engines
+    if engine is not None:
+        if engine not in supported:
+            raise ValueError(f"int8 engine '{engine}': this PyTorch has {', '.join(e for e in supported if e != 'none')}")
+        return engine
+    return next((e for e in ("onednn", "fbgemm", "x86", "qnnpack") if e in supported), "none")
+
+
+@contextlib.contextmanager
+def packing_engine(engine: str):
+    """Weights are packed for the engine that is current when they are packed (quantize, load) and run with that
+    engine's kernel whatever is current later; the global setting is restored."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def quantize_int8(model: nn.Module, engine: str | None = None) -> nn.Module:
+    """A copy of `model` (eval mode) with int8 encoder Linear layers, packed for `int8_engine(engine)`."""
     _, qconfig, quantize_dynamic = _quantized_api()
-    if "fbgemm" in torch.backends.quantized.supported_engines and torch.backends.quantized.engine == "none":
-        torch.backends.quantized.engine = "fbgemm"
     names = quantizable(model)
     if not names:
         raise ValueError(f"{type(model).__name__}: no encoder Linear layers to quantise")
-    q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=False,
-                         mapping={nn.Linear: _int8_linear_class()})
+    with packing_engine(int8_engine(engine)):
+        q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=False,
+                             mapping={nn.Linear: _int8_linear_class()})
     q.config.extra[INT8_KEY] = {"method": "dynamic int8, per-channel weights", "modules": names}
     return q.eval()
 
@@ -138,8 +162,8 @@ def save_int8(model: nn.Module, path: str | Path, tokenizer=None) -> None:
         tokenizer.save(directory)
 
 
-def load_int8(path: str | Path) -> nn.Module:
-    """The model that `save_int8` wrote, ready for inference."""
+def load_int8(path: str | Path, engine: str | None = None) -> nn.Module:
+    """The model that `save_int8` wrote, ready for inference (weights packed for `int8_engine(engine)`)."""
     from bertkit.heads import HEADS
 
     DynamicLinear = _int8_linear_class()
@@ -157,7 +181,8 @@ def load_int8(path: str | Path) -> nn.Module:
         state = load_file(str(file))
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
         raise CheckpointError(f"{file}: cannot read int8 weights ({e})") from None
-    model = quantize_int8(cls(config))
+    engine = int8_engine(engine)
+    model = quantize_int8(cls(config), engine)
     modules = dict(model.named_modules())
     for name in spec["modules"]:
         m = modules.get(name)
@@ -168,7 +193,8 @@ def load_int8(path: str | Path) -> nn.Module:
             raise CheckpointError(f"{file}: '{name}.weight' is {w.dtype} {tuple(w.shape)}, expected int8 "
                                   f"({m.out_features}, {m.in_features})")
         qw = torch._make_per_channel_quantized_tensor(w, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
-        m.set_weight_bias(qw, None)
+        with packing_engine(engine):
+            m.set_weight_bias(qw, None)
         m.bias_fp32 = state.pop(f"{name}.bias", None)
     # The rest, tensor by tensor (the quantised modules' own state-dict hooks want keys this format does not use).
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
