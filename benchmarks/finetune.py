@@ -50,7 +50,7 @@ KOREAN_JOBS = [
     ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "10", "--lr",
                                                              "3e-4"], ""),
     ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
-                                                                          "--lr", "1e-4"], ""),
+                                                                          "--lr", "3e-4"], ""),
 ]
 
 # The BERT paper's feature-based table: BERT-base, CoNLL-2003 dev F1, two-layer 768-d BiLSTM on frozen layers.

@@ -56,9 +56,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     threads: int = 0  # torch threads per process; 0: torch's choice
     best_metric: str = ""  # keep the weights of the evaluation where this metric was highest: out/ holds them
-    # glibc keeps freed memory (see keep_freed_memory): faster steps for fixed shapes (pre-training's packed
-    # sequences); off for fine-tuning, whose shapes vary from batch to batch and whose heap then only grows
-    # (a KorQuAD run reached 20 GB and was killed by the OOM killer with it on)
+    # True: glibc keeps freed memory (see keep_freed_memory), faster steps for fixed shapes (pre-training's packed
+    # sequences). False (fine-tuning, whose shapes vary from batch to batch): freed memory is handed back every
+    # log_every steps (see release_freed_memory); without either, a KorQuAD run's heap grew to 20 GB.
     keep_freed_memory: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -117,6 +117,16 @@ def keep_freed_memory() -> bool:
         M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that glibc holds free back to the OS (malloc_trim). With batches of varying shapes the freed
+    activations of one step fragment the heap and the process grows without bound: a KorQuAD fine-tuning
+    process measured 7.9 GB resident at step 320, 0.95 GB right after one malloc_trim. Cheap at log intervals."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc: nothing to do
         return False
 
 
@@ -261,12 +271,16 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                    "tokens_per_s": summed[-1] / elapsed, "time": time.time()}
             window, window_tokens, window_start = {}, 0, time.perf_counter()
             window_totals.zero_()
+            if env.device.type == "cpu" and not cfg.keep_freed_memory:
+                release_freed_memory()
             if env.main:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
             last_eval = _evaluate(model, task, done, metrics, env)
+            if env.device.type == "cpu" and not cfg.keep_freed_memory:
+                release_freed_memory()
             if env.main:
                 plot_metrics(out / "metrics.jsonl")
             score = last_eval.get(cfg.best_metric) if cfg.best_metric else None
