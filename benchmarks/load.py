@@ -6,7 +6,7 @@ request at a time, on the same model, the same machine, in one run. Bounded in r
 Each client sends one SST-2 dev sentence per request over a kept-alive connection. Reported per server:
 throughput (requests/s), p50 / p99 latency, errors. Then an overload phase against bertkit with a small queue
 (as many items as there are clients in the normal phase) and 4x the clients: answers beyond capacity must be 503 with Retry-After, not timeouts or crashes.
-Both servers get the same CPU: bertkit as `--workers 1 --threads T`, the peer with torch set to T threads.
+Both servers get the same CPU: bertkit as `--workers W --threads T`, the peer with torch set to W x T threads.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="a fine-tuned classification directory (HF format)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=800)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per server process")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="bertkit processes (--workers 2 --threads 1: one thread per core, the CPU serving rule)")
     ap.add_argument("--peer-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # internal: run the peer
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "load.json"))
     args = ap.parse_args()
@@ -136,11 +138,11 @@ def main() -> None:
         if name == "bertkit":
             queue = ["--max-queue", str(args.clients)] if overload else []
             proc = start([sys.executable, "-m", "bertkit.cli", "serve", "--model", f"m={args.model}", "--port",
-                          str(port), "--threads", str(args.threads), "--max-batch", "32", "--max-wait-ms", "5",
-                          *queue])
+                          str(port), "--threads", str(args.threads), "--workers", str(args.workers),
+                          "--max-batch", "32", "--max-wait-ms", "5", *queue])
         else:
-            proc = start([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
-                          "--peer-server", str(port)])
+            proc = start([sys.executable, __file__, "--model", args.model, "--threads",
+                          str(args.threads * args.workers), "--peer-server", str(port)])
         try:
             wait_ready(port, proc)
             run_load(port, texts, min(4, args.clients), 40)  # warm-up
@@ -155,7 +157,8 @@ def main() -> None:
 
     b, p = report["bertkit"], report["peer: FastAPI + transformers pipeline"]
     print(f"\n{args.clients} concurrent clients, {args.requests} requests of one SST-2 dev sentence each, "
-          f"{args.threads} threads per server, loopback")
+          f"bertkit {args.workers} process(es) x {args.threads} thread(s), the peer 1 x {args.threads * args.workers}, "
+          "loopback")
     print("| server | requests/s | p50 ms | p99 ms | answers |")
     print("|---|---|---|---|---|")
     for key, r in report.items():
