@@ -94,8 +94,8 @@ def quantizable(model: nn.Module) -> list[str]:
 
 def int8_engine(engine: str | None = None) -> str:
     """The kernels that pack and run the int8 products: oneDNN's where this PyTorch has them, else fbgemm's.
-    On this AVX2 machine oneDNN runs the same products with the same rounding 1.3x (batch 1) to 1.6x (batch 32)
-    faster than fbgemm (`benchmarks/ladder.py` has a row for each)."""
+    On this AVX2 machine oneDNN rounds the same way, is level with fbgemm at batch 1 and 1.5x faster at batch 32
+    (`benchmarks/ladder.py` has a row for each; benchmarks/RESULTS.md)."""
     supported = torch.backends.quantized.supported_engines
     if engine is not None:
         if engine not in supported:
