@@ -10,7 +10,7 @@ Variants, all with int8 weights per output channel on the encoder's Linear layer
 Reports agreement with fp32 and accuracy on the task's evaluation split (SST-2 dev or NSMC test).
 
 `--analyse` adds where the error comes from, in fp32 with simulated ("fake") quantisation so that one thing at a
-time is rounded: the activations entering one kind of Linear layer (8-bit, one scale per call, as fbgemm's
+time is rounded: the activations entering one kind of Linear layer (8-bit, one scale per call, as the dynamic
 kernel does it), or the weights alone; and, per layer, how much larger the `[CLS]` token is than the largest
 other token at the input of the feed-forward's second matrix (median over the evaluation sentences).
 """
@@ -18,8 +18,10 @@ other token at the input of the feed-forward's second matrix (median over the ev
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -111,9 +113,7 @@ def fake_weights(w: torch.Tensor) -> torch.Tensor:
 
 
 def analyse(model, tok, texts) -> None:
-    import copy
-
-    import re
+    batches = [tok.batch(texts[s:s + 32], max_length=128) for s in range(0, len(texts), 32)]  # tokenised once
 
     def run(m, hook_kind=None):
         handles, out = [], []
@@ -123,8 +123,7 @@ def analyse(model, tok, texts) -> None:
                 if isinstance(mod, torch.nn.Linear) and pattern.search(f".{name}"):
                     handles.append(mod.register_forward_pre_hook(lambda _m, args: (fake_activations(args[0]),)))
         with torch.inference_mode():
-            for s in range(0, len(texts), 32):
-                out.append(m(**tok.batch(texts[s:s + 32], max_length=128)).logits.argmax(-1).numpy())
+            out = [m(**b).logits.argmax(-1).numpy() for b in batches]
         for h in handles:
             h.remove()
         return np.concatenate(out)
@@ -134,8 +133,8 @@ def analyse(model, tok, texts) -> None:
     print("| rounded | agrees with fp32 |")
     print("|---|---|")
     for label, kind in KINDS.items():
-        print(f"| activations into {label} (8-bit, one scale per call) | {100 * (run(model, kind) == ref).mean():.2f} % |",
-              flush=True)
+        agree = 100 * (run(model, kind) == ref).mean()
+        print(f"| activations into {label} (8-bit, one scale per call) | {agree:.2f} % |", flush=True)
     wq = copy.deepcopy(model)
     with torch.no_grad():
         for name, mod in wq.named_modules():
@@ -157,8 +156,7 @@ def analyse(model, tok, texts) -> None:
     layers = model.bert.encoder.layer
     handles = [layer.output.dense.register_forward_pre_hook(ratio_hook(i)) for i, layer in enumerate(layers)]
     with torch.inference_mode():
-        for s in range(0, len(texts), 32):
-            b = tok.batch(texts[s:s + 32], max_length=128)
+        for b in batches:
             lengths["n"] = b["attention_mask"].sum(1).tolist()
             model(**b)
     for h in handles:

@@ -34,18 +34,17 @@ def tiny(cls, tok, num_labels=2, id2label=None):
     return Predictor(cls(cfg).eval(), tok, PredictorSettings(threads=1, cache_size=64))
 
 
-class Server:
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.05)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """JSON requests to a server on loopback."""
+
+    def __init__(self, port: int):
+        self.port = port
 
     def request(self, method, path, body=None, raw: bytes | None = None, headers=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -60,6 +59,20 @@ class Server:
 
     def post(self, path, body=None, **kw):
         return self.request("POST", path, body, **kw)
+
+
+class Server(Client):
+    """A real uvicorn server for `app` in a thread of this process."""
+
+    def __init__(self, app):
+        super().__init__(free_port())
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
 
     def stop(self):
         self.server.should_exit = True
@@ -206,7 +219,6 @@ def test_api_key(tok):
         s.stop()
 
 
-
 def test_serve_cli_with_two_worker_processes(tok, tmp_path):
     """`bertkit serve --workers 2`: two processes, each loading the model, both answering; SIGTERM ends both."""
     import os
@@ -216,15 +228,12 @@ def test_serve_cli_with_two_worker_processes(tok, tmp_path):
 
     model_dir = tmp_path / "sentiment"
     tiny(BertForSequenceClassification, tok).model.save_pretrained(model_dir, tokenizer=tok)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", "from bertkit.cli import main; raise SystemExit(main())",
                              "serve", "--model", str(model_dir), "--port", str(port), "--workers", "2",
                              "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    client = Server.__new__(Server)  # only its request helpers: the server is the subprocess
-    client.port = port
+    client = Client(port)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -108,26 +108,31 @@ def setup_env() -> Env:
     return Env(rank=int(os.environ.get("RANK", "0")), world=world, device=device)
 
 
+def glibc():
+    """The C library when it is glibc (its malloc has the knobs used below), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory instead of returning it to the OS (no mmap for big blocks, no trimming).
     A training step allocates the same large temporaries (activations, MLM logits) again and again; handing them
     back and faulting fresh pages in each step costs 10-30 % of a CPU step here (benchmarks/pretrain.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return False
+    libc = glibc()
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def release_freed_memory() -> bool:
-    """Hand memory that glibc holds free back to the OS (malloc_trim). With batches of varying shapes the freed
-    activations of one step fragment the heap and the process grows without bound: a KorQuAD fine-tuning
-    process measured 7.9 GB resident at step 320, 0.95 GB right after one malloc_trim. Cheap at log intervals."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return False
+    """Hand memory that glibc holds free back to the OS (malloc_trim); True if some was. With batches of varying
+    shapes the freed activations of one step fragment the heap and the process grows without bound: a KorQuAD
+    fine-tuning process measured 7.9 GB resident at step 320, 0.95 GB right after one malloc_trim (called from
+    gdb: `gdb -p PID -batch -ex 'call (int)malloc_trim(0)'`). Cheap at log intervals."""
+    libc = glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def _all_reduce(t: torch.Tensor, env: Env) -> torch.Tensor:
@@ -207,6 +212,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     out = Path(out)
     if env.device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
+    trim = env.device.type == "cpu" and not cfg.keep_freed_memory  # varying shapes: hand freed memory back
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + env.rank)  # dropout differs per rank, as it would across a bigger batch
@@ -271,7 +277,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                    "tokens_per_s": summed[-1] / elapsed, "time": time.time()}
             window, window_tokens, window_start = {}, 0, time.perf_counter()
             window_totals.zero_()
-            if env.device.type == "cpu" and not cfg.keep_freed_memory:
+            if trim:
                 release_freed_memory()
             if env.main:
                 metrics.write(json.dumps(row) + "\n")
@@ -279,7 +285,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
             last_eval = _evaluate(model, task, done, metrics, env)
-            if env.device.type == "cpu" and not cfg.keep_freed_memory:
+            if trim:
                 release_freed_memory()
             if env.main:
                 plot_metrics(out / "metrics.jsonl")
