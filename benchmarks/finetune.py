@@ -37,20 +37,25 @@ JOBS = [
      "MiniLM L6-H384: 68.9 (dev); BERT-base: 66.4 (test)"),
     ("conll2003", "conll2003", "conll2003", "test (eng.testb)", ["--epochs", "3", "--lr", "5e-5"],
      "BERT-base: 92.4 F1 (test)"),
-    ("squad", "squad", "squad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
-                                                                    "--lr", "5e-5"],
+    ("squad", "squad", "squad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "3",
+                                                                    "--lr", "1e-4"],
      "BERT-base: 88.5 F1 (full dev, trained on 88k questions)"),
 ]
 KOREAN_JOBS = [
-    ("nsmc", "nsmc", "nsmc", "test", ["--epochs", "2", "--lr", "1e-4", "--max-train-examples", "20000"], ""),
+    ("nsmc", "nsmc", "nsmc", "test", ["--epochs", "2", "--lr", "1e-4", "--max-train-examples", "20000"],
+     "DistilKoBERT (3 layers, 28M): 88.3; KoBERT (92M): 88.7-89.6"),
     ("klue-nli", "klue-nli", "klue", "dev, 20 % of premises held out", ["--split-eval", "0.2", "--epochs", "10",
-                                                                         "--lr", "3e-4"], ""),
+                                                                         "--lr", "3e-4"],
+     "KLUE-BERT-base: 81.6 (dev; 24,998 training pairs)"),
     ("klue-sts", "klue-sts", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "30", "--lr",
-                                                             "3e-4"], ""),
+                                                             "3e-4"],
+     "KLUE-BERT-base: 90.9 Pearson (dev; 11,668 training pairs)"),
     ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "10", "--lr",
-                                                             "3e-4"], ""),
+                                                             "3e-4"],
+     "KLUE-BERT-base: 84.0 entity F1 (dev; 21,008 training sentences)"),
     ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
-                                                                          "--lr", "3e-4"], ""),
+                                                                          "--lr", "3e-4"],
+     "KoMiniLM (6 layers, 23M): 78.3 / 88.0 EM / F1 (dev; 60,407 training questions)"),
 ]
 
 # The BERT paper's feature-based table: BERT-base, CoNLL-2003 dev F1, two-layer 768-d BiLSTM on frozen layers.

@@ -1,6 +1,7 @@
 """Pre-training throughput, bertkit vs transformers.BertForPreTraining, side by side in one process.
 
     python benchmarks/pretrain.py [--sizes mini small] [--batch 32] [--steps 6] [--threads 2]
+    python benchmarks/pretrain.py --device cuda --bf16 --sizes mini small base --steps 20   # on a GPU
 
 The same config (vocabulary of 32,000 learned from the NSMC corpus, sequence 128, dropout 0.1), the same initial
 weights, and the very same masked batches (real Korean review instances from bertkit's pre-training pipeline,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -26,7 +28,7 @@ from bertkit.train.loop import keep_freed_memory
 from bertkit.data.pretraining import InstanceConfig, Masker, MaskingConfig, Schedule, ShardSet, build_shards
 from bertkit.vocab import learn_vocab
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def real_batches(tmp: Path, n_batches: int, batch: int):
@@ -46,20 +48,24 @@ def real_batches(tmp: Path, n_batches: int, batch: int):
     return tok, [masker.batch(shards, *schedule.step(s)) for s in range(n_batches)]
 
 
-def step_fn(model, optimizer, batch, hf: bool):
+def step_fn(model, optimizer, batch, hf: bool, bf16: bool = False):
     def run():
-        if hf:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"], labels=batch["labels"],
-                        next_sentence_label=batch["next_sentence_label"])
-        else:
-            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
-                        next_sentence_label=batch["next_sentence_label"])
+        with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(model, batch, hf)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(out.loss.detach())
+        return float(out.loss.detach())  # waits for the device
     return run
+
+
+def forward(model, batch, hf: bool):
+    if hf:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     token_type_ids=batch["token_type_ids"], labels=batch["labels"],
+                     next_sentence_label=batch["next_sentence_label"])
+    return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
+                 next_sentence_label=batch["next_sentence_label"])
 
 
 def main() -> None:
@@ -68,6 +74,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for both (as bertkit's loop does on a GPU)")
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator as it is")
     ap.add_argument("--out", default="benchmarks/out/pretrain.json")
     args = ap.parse_args()
@@ -76,9 +84,13 @@ def main() -> None:
         keep_freed_memory()  # as bertkit's training loop does; both libraries run in this process and benefit
     with tempfile.TemporaryDirectory() as tmp:
         tok, batches = real_batches(Path(tmp), args.steps + 1, args.batch)
+    device = torch.device(args.device)
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     tokens = [int(b["attention_mask"].sum()) for b in batches]
     padded = [b["input_ids"].numel() for b in batches]
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads; batch "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}"
+          f"{', bf16 autocast' if args.bf16 else ''}; batch "
           f"{args.batch} x seq <= 128, {statistics.mean(tokens):.0f} real tokens per batch "
           f"({100 * (1 - sum(tokens) / sum(padded)):.0f} % padding), vocabulary {tok.vocab_size}")
     print("| size | bertkit tokens/s | transformers tokens/s | ratio | first-step loss (bertkit / transformers) |")
@@ -87,23 +99,25 @@ def main() -> None:
     for size in args.sizes:
         cfg = BertConfig.named(size, vocab_size=tok.vocab_size)
         torch.manual_seed(0)
-        ours = BertForPreTraining(cfg).train()
+        ours = BertForPreTraining(cfg).train().to(device)
         hcfg = transformers.BertConfig(**cfg.to_dict())
         hcfg._attn_implementation = "sdpa"
-        ref = transformers.BertForPreTraining(hcfg).train()
+        ref = transformers.BertForPreTraining(hcfg).train().to(device)
         ref.load_state_dict(ours.state_dict(), strict=False)
         opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4)
         opt_b = torch.optim.AdamW(ref.parameters(), lr=1e-4)
         torch.manual_seed(1)
-        first = (step_fn(ours, opt_a, batches[0], False)(), step_fn(ref, opt_b, batches[0], True)())  # warm-up
+        first = (step_fn(ours, opt_a, batches[0], False, args.bf16)(),
+                 step_fn(ref, opt_b, batches[0], True, args.bf16)())  # warm-up
         a_times, b_times = [], []
         for b in batches[1:]:
-            for fn, times in ((step_fn(ours, opt_a, b, False), a_times), (step_fn(ref, opt_b, b, True), b_times)):
+            for fn, times in ((step_fn(ours, opt_a, b, False, args.bf16), a_times),
+                              (step_fn(ref, opt_b, b, True, args.bf16), b_times)):
                 start = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - start) / int(b["attention_mask"].sum()))
         a, b = statistics.median(a_times), statistics.median(b_times)
-        rows.append(dict(size=size, bertkit_tokens_per_s=1 / a, transformers_tokens_per_s=1 / b, ratio=b / a,
+        rows.append(dict(size=size, device=where, bf16=args.bf16, bertkit_tokens_per_s=1 / a, transformers_tokens_per_s=1 / b, ratio=b / a,
                          first_loss=first))
         print(f"| {size} | {1 / a:,.0f} | {1 / b:,.0f} | {b / a:.2f} | {first[0]:.4f} / {first[1]:.4f} |",
               flush=True)

@@ -88,8 +88,9 @@ def test_outputs_load_in_transformers_and_curves_exist(small_corpus, tmp_path):
 
 
 def test_accumulation_equals_one_big_batch(small_corpus, tmp_path):
-    a = config(small_corpus, tmp_path / "a", steps=3, save_every=0)
-    b = config(small_corpus, tmp_path / "b", steps=3, save_every=0, grad_accum=4)
+    # on the CPU in fp32, where the sums agree to rounding (a GPU's bf16 autocast would not)
+    a = config(small_corpus, tmp_path / "a", steps=3, save_every=0, device="cpu")
+    b = config(small_corpus, tmp_path / "b", steps=3, save_every=0, grad_accum=4, device="cpu")
     a.model_overrides = b.model_overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     run_pretrain(a, show_progress=False)
     run_pretrain(b, show_progress=False)
@@ -101,7 +102,8 @@ def test_accumulation_equals_one_big_batch(small_corpus, tmp_path):
 def test_two_process_ddp_equals_one_process(small_corpus, tmp_path):
     from safetensors.torch import load_file
 
-    single = config(small_corpus, tmp_path / "single", steps=3, save_every=0)
+    # both on the CPU: two ranks on a one-GPU machine run there too (setup_env: a GPU per process, or none)
+    single = config(small_corpus, tmp_path / "single", steps=3, save_every=0, device="cpu")
     single.model_overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     run_pretrain(single, show_progress=False)
     (tmp_path / "ddp.json").write_text(json.dumps({"model_overrides": single.model_overrides}))
@@ -117,6 +119,18 @@ def test_two_process_ddp_equals_one_process(small_corpus, tmp_path):
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_device_choice_is_checked(monkeypatch):
+    from bertkit.train.loop import setup_env
+
+    assert setup_env("cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="device 'tpu': choose auto, cpu or cuda"):
+        setup_env("tpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")  # more processes on this node than any machine here has GPUs
+    with pytest.raises(ValueError, match="64 process\\(es\\) on this node need as many GPUs"):
+        setup_env("cuda")
+    assert setup_env("auto").device.type == "cpu"
 
 
 def test_damaged_trainer_state_is_named(small_corpus, tmp_path):

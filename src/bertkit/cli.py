@@ -170,7 +170,7 @@ def run_pretrain(args) -> None:
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     train_keys = ("steps", "lr", "warmup", "grad_accum", "seed", "bf16", "log_every", "eval_every", "save_every",
-                  "threads")
+                  "threads", "device")
     base.setdefault("train", {}).update({k: getattr(args, k) for k in train_keys if getattr(args, k) is not None})
     masking = base.setdefault("masking", {})
     if args.whole_word:
@@ -210,7 +210,7 @@ def run_finetune(args) -> None:
     for key in ("doc_stride", "max_query_length", "max_answer_length", "null_threshold"):
         if getattr(args, key) is not None:
             setattr(cfg.qa, key, getattr(args, key))
-    for key in ("lr", "seed", "threads", "warmup"):
+    for key in ("lr", "seed", "threads", "warmup", "device"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
     summary = run_finetune(cfg, show_progress=sys.stderr.isatty())
@@ -229,7 +229,7 @@ def run_feature_finetune(args, info) -> None:
     for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "lstm_hidden"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    for key in ("lr", "seed", "threads", "warmup"):
+    for key in ("lr", "seed", "threads", "warmup", "device"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
     summary = run_feature_based(cfg, show_progress=sys.stderr.isatty())
@@ -302,7 +302,8 @@ def run_distill(args) -> None:
     cfg = DistillConfig(teacher=args.teacher, out=args.out,
                         layers=[int(x) for x in args.layers.split(",")] if args.layers else [],
                         settings=DistillSettings(temperature=args.temperature, alpha=args.alpha, cosine=args.cosine))
-    train = {k: getattr(args, k) for k in ("lr", "seed", "threads", "warmup") if getattr(args, k) is not None}
+    train = {k: getattr(args, k) for k in ("lr", "seed", "threads", "warmup", "device")
+             if getattr(args, k) is not None}
     if args.corpus:  # general distillation on the pre-training objective
         if args.task:
             raise InputError("distill: give --task (task-specific) or --corpus (general), not both")
@@ -398,6 +399,9 @@ def run_serve(args) -> None:
                     workers=args.workers, log_level="warning")
 
 
+DEVICE_HELP = "where training runs: auto (default: a GPU when there is one), cpu or cuda"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="BERT, whole: tokenizer, encoder, training, serving.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -457,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duplication", type=int, help="static masking with N copies (default 0: dynamic)")
     r.add_argument("--seed", type=int)
     r.add_argument("--bf16", choices=["auto", "on", "off"])
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     r.add_argument("--log-every", type=int)
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int)
@@ -491,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "encoder's hidden size)")
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
+    f.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
     f.add_argument("--max-query-length", type=int, help="QA: question tokens kept (default 64)")
     f.add_argument("--max-answer-length", type=int, help="QA: longest answer, in tokens (default 30)")
@@ -540,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--max-train-examples", int), ("--max-eval-examples", int), ("--lr", float),
                        ("--warmup", float), ("--seed", int), ("--threads", int)):
         k.add_argument(name, type=kind)
+    k.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
 
     q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder -> a new directory")
     q.add_argument("--model", required=True)

@@ -24,7 +24,7 @@ from bertkit.data.features import IGNORE, group_by_example, tag_decode, tag_feat
 from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.finetune import TASK_INFO, RowTask, read_examples, split_by_group
-from bertkit.train.loop import TrainConfig, train
+from bertkit.train.loop import TrainConfig, setup_env, train
 
 MODES = ("embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all")
 
@@ -97,13 +97,15 @@ def encode_features(encoder: BertModel, rows: list[dict], mode: str, tok: Tokeni
                     ) -> list[torch.Tensor]:
     """The combined layers of every row, (T, D) each, computed once."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     out: list = [None] * len(rows)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = tok.collate([rows[i]["input_ids"] for i in idx], [rows[i]["token_type_ids"] for i in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
         enc = encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], output_hidden_states=True)
-        feats = combine(enc.hidden_states, mode)
+        feats = combine(enc.hidden_states, mode).float().cpu()  # every row's features stay in host memory
         for j, i in enumerate(idx):
             out[i] = feats[j, :len(rows[i]["input_ids"])].clone()
     return out
@@ -135,10 +137,10 @@ class FeatureTagTask(RowTask):
         return loss / totals[0], {"loss": float(loss.detach())}
 
     def evaluate(self, model) -> dict[str, float]:
-        preds = []
+        preds, device = [], next(model.parameters()).device
         for start in range(0, len(self.eval_rows), 64):
             batch = self.collate(self.eval_rows[start:start + 64])
-            logits = model(batch["features"], batch["lengths"])
+            logits = model(batch["features"].to(device), batch["lengths"])
             preds += [p[:n] for p, n in zip(logits.argmax(-1).tolist(), batch["lengths"].tolist())]
         grouped = group_by_example(self.eval_features)
         id2label = dict(enumerate(self.labels))
@@ -153,7 +155,7 @@ def run_feature_based(cfg: FeatureConfig, show_progress: bool = True) -> dict:
     if info is None or info.family != "tagging":
         raise ValueError(f"task '{cfg.task}': the feature-based recipe is for tagging tasks (conll2003, klue-ner)")
     tok = Tokenizer.from_pretrained(cfg.model)
-    encoder = BertModel.from_pretrained(cfg.model)
+    encoder = BertModel.from_pretrained(cfg.model).to(setup_env(cfg.train.device).device)
     layers = encoder.config.num_hidden_layers  # a wrong mode fails here, before any work
     combine(tuple(torch.zeros(1, 1, 1) for _ in range(layers + 1)), cfg.features)
     if cfg.split_eval:
@@ -186,7 +188,7 @@ def run_feature_based(cfg: FeatureConfig, show_progress: bool = True) -> dict:
     cfg.train.eval_every = steps_per_epoch
     cfg.train.best_metric = "f1"
     result = train(head, task, cfg.train, cfg.out, show_progress=show_progress)
-    summary = {"task": cfg.task, "features": cfg.features, "train_examples": len(train_set),
+    summary = {"task": cfg.task, "metric": "f1", "features": cfg.features, "train_examples": len(train_set),
                "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
     atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -50,6 +50,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step on each rank
     seed: int = 12345
     bf16: str = "auto"  # auto | on | off
+    device: str = "auto"  # auto (a GPU per process when there are enough, else the CPU) | cpu | cuda
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     save_every: int = 500  # 0: only at the end
@@ -96,11 +97,19 @@ class Env:
         return self.rank == 0
 
 
-def setup_env() -> Env:
-    """One process, or one of `torchrun`'s (RANK / WORLD_SIZE / LOCAL_RANK in the environment)."""
+def setup_env(device: str = "auto") -> Env:
+    """One process, or one of `torchrun`'s (RANK / WORLD_SIZE / LOCAL_RANK in the environment). `auto` uses one
+    GPU per process on this node when there are that many, else the CPU for every process (never some of each)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device '{device}': choose auto, cpu or cuda")
+    if device == "cuda" and gpus < per_node:
+        raise ValueError(f"device 'cuda': {per_node} process(es) on this node need as many GPUs, {gpus} visible")
+    gpu = device == "cuda" or (device == "auto" and gpus >= per_node)
+    device = torch.device(f"cuda:{local}") if gpu else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -208,7 +217,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
           resume: bool = False, env: Env | None = None, show_progress: bool = True) -> dict:
     """Run `task` on `model` for `cfg.steps` steps, writing checkpoints, metrics and the final model to `out`.
     Returns the last evaluation."""
-    env = env or setup_env()
+    env = env or setup_env(cfg.device)
     out = Path(out)
     if env.device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()

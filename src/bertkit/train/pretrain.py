@@ -233,7 +233,7 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool 
 def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True) -> dict:
     from bertkit.train.loop import setup_env
 
-    env = setup_env()
+    env = setup_env(cfg.train.device)
     tokenizer = Tokenizer.from_pretrained(cfg.vocab)
     if env.main:
         data = prepare_data(cfg, tokenizer, show_progress)
