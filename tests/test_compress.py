@@ -230,13 +230,15 @@ def test_quantize_cli(tmp_path, tok, capsys):
                                        (BertForTokenClassification, "logits"),
                                        (BertForQuestionAnswering, "start_logits"),
                                        (BertModel, "last_hidden_state")])
-def test_onnx_export_matches_pytorch(cls, field, tmp_path):
+@pytest.mark.parametrize("unpad", [False, True], ids=["padded-graph", "unpadded-graph"])
+def test_onnx_export_matches_pytorch(cls, field, unpad, tmp_path):
     pytest.importorskip("onnxruntime")
     from bertkit.infer.onnxrt import OnnxModel, export_onnx
 
     model = tiny(cls, layers=2, num_labels=3) if cls is not BertModel else tiny(cls, layers=2)
-    export_onnx(model, tmp_path / "m.onnx")
+    export_onnx(model, tmp_path / "m.onnx", unpad=unpad)
     assert not model.training  # the exporter must not leave the model in training mode
+    assert all(m.unpad for m in model.modules() if isinstance(m, BertModel))  # eager runs unpad again
     session = OnnxModel(tmp_path / "m.onnx", model.config, cls, threads=1)
     for B, T, cut in ((1, 5, None), (3, 40, 7)):  # other shapes than the trace's, with and without padding
         ids = torch.randint(5, 1000, (B, T))

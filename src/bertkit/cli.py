@@ -337,7 +337,7 @@ def run_quantize(args) -> None:
 
     if Path(args.out).resolve() == Path(args.model).resolve():
         raise InputError(f"{args.out}: write the int8 model to another directory than its float source")
-    model = quantize_int8(load_model(args.model))
+    model = quantize_int8(load_model(args.model), inplace=True)
     save_int8(model, args.out, tokenizer=Tokenizer.from_pretrained(args.model))
     print(f"int8 model -> {args.out}", file=sys.stderr)
 

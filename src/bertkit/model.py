@@ -44,7 +44,9 @@ class Padding:
     key_mask: Tensor | None  # (B, 1, 1, T) True where a key may be attended to; None when nothing is padding
 
     @classmethod
-    def from_mask(cls, attention_mask: Tensor | None, batch: int, seq: int) -> Padding:
+    def from_mask(cls, attention_mask: Tensor | None, batch: int, seq: int, unpad: bool = True) -> Padding:
+        if not unpad:  # the padded layout, masked keys only: one static-shape graph for export (see BertModel.unpad)
+            return cls(batch, seq, None, None if attention_mask is None else attention_mask.bool()[:, None, None, :])
         if attention_mask is None or bool(attention_mask.all()):
             return cls(batch, seq, None, None)
         mask = attention_mask.bool()
@@ -224,6 +226,9 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        # False: compute padding like the reference, keys masked (no data-dependent shapes). An ONNX export traces
+        # this way, where ONNX Runtime's shape inference and fusions need static shapes; eager runs keep True.
+        self.unpad = True
         self.init_weights()
 
     def forward(
@@ -237,7 +242,7 @@ class BertModel(BertPreTrainedModel):
         B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        padding = Padding.from_mask(attention_mask, B, T)
+        padding = Padding.from_mask(attention_mask, B, T, self.unpad)
 
         x = padding.unpad(self.embeddings(input_ids, token_type_ids))  # (N, H)
         states = [x] if output_hidden_states else None

@@ -112,7 +112,7 @@ class Predictor:
             file = onnx_file(directory, head, int8=settings.int8)
             return cls(OnnxModel(file, config, head, threads=settings.threads), tokenizer, settings)
         model = head.from_pretrained(directory).eval()
-        return cls(quantize_int8(model) if settings.int8 else model, tokenizer, settings)
+        return cls(quantize_int8(model, inplace=True) if settings.int8 else model, tokenizer, settings)
 
     def cache_info(self) -> dict[str, int]:
         return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache),

@@ -118,14 +118,15 @@ def packing_engine(engine: str):
         torch.backends.quantized.engine = before
 
 
-def quantize_int8(model: nn.Module, engine: str | None = None) -> nn.Module:
-    """A copy of `model` (eval mode) with int8 encoder Linear layers, packed for `int8_engine(engine)`."""
+def quantize_int8(model: nn.Module, engine: str | None = None, inplace: bool = False) -> nn.Module:
+    """A copy of `model` (eval mode) with int8 encoder Linear layers, packed for `int8_engine(engine)`;
+    `inplace=True` converts `model` itself, without the transient fp32 copy (for callers that drop the original)."""
     _, qconfig, quantize_dynamic = _quantized_api()
     names = quantizable(model)
     if not names:
         raise ValueError(f"{type(model).__name__}: no encoder Linear layers to quantise")
     with packing_engine(int8_engine(engine)):
-        q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=False,
+        q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=inplace,
                              mapping={nn.Linear: _int8_linear_class()})
     q.config.extra[INT8_KEY] = {"method": "dynamic int8, per-channel weights", "modules": names}
     return q.eval()
@@ -184,7 +185,7 @@ def load_int8(path: str | Path, engine: str | None = None) -> nn.Module:
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
         raise CheckpointError(f"{file}: cannot read int8 weights ({e})") from None
     engine = int8_engine(engine)
-    model = quantize_int8(cls(config), engine)
+    model = quantize_int8(cls(config), engine, inplace=True)
     modules = dict(model.named_modules())
     for name in spec["modules"]:
         m = modules.get(name)
