@@ -24,8 +24,8 @@ import transformers
 
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.data.corpus import read_lines
-from bertkit.train.loop import keep_freed_memory
 from bertkit.data.pretraining import InstanceConfig, Masker, MaskingConfig, Schedule, ShardSet, build_shards
+from bertkit.train.loop import keep_freed_memory
 from bertkit.vocab import learn_vocab
 
 DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 import torch
+from test_train import config, losses
 
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.train.pretrain import run_pretrain
-from test_train import config, losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (CUDA paths only)")
 
@@ -24,8 +24,9 @@ def batch(cfg: BertConfig, device: str) -> dict[str, torch.Tensor]:
     mask[1, 30:] = mask[3, 7:] = 0  # padding, which the encoder must not compute on
     labels = torch.full_like(ids, -100)
     labels[:, 3:9] = ids[:, 3:9]
-    return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
-                                              labels=labels, next_sentence_label=torch.tensor([0, 1, 0, 1])).items()}
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": labels,
+              "next_sentence_label": torch.tensor([0, 1, 0, 1])}
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 def test_encoder_on_gpu_equals_cpu_and_bf16_stays_close():
