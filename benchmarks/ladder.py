@@ -92,8 +92,8 @@ def hf_model(bertkit_model):
 
 def ort_peer(bertkit_model, directory: Path, int8: bool):
     """ONNX Runtime on the transformers graph of the same weights, with ORT's transformer fusions (+ its int8)."""
-    from bertkit.infer.onnxrt import OnnxModel, optimize_onnx, quantize_onnx
     from bertkit.heads import BertForSequenceClassification
+    from bertkit.infer.onnxrt import OnnxModel, optimize_onnx, quantize_onnx
 
     ref = hf_model(bertkit_model)
     raw, opt = directory / "hf.onnx", directory / "hf.opt.onnx"
@@ -166,12 +166,13 @@ def peak_rss_mb(model_dir: str | None, int8: bool, texts: list[str]) -> float:
 
 # ---- the ladder ----------------------------------------------------------------------------------------------------
 def main() -> None:
+    from forward import matmul_peak
+
     from bertkit import BertConfig, BertForSequenceClassification, Tokenizer, packaged_model_dir
     from bertkit.infer.onnxrt import OnnxModel, export_onnx, quantize_onnx
     from bertkit.infer.predictor import Predictor, PredictorSettings
     from bertkit.infer.quantize import int8_engine, quantize_int8
     from bertkit.train.distill import every_other, student_from_teacher
-    from forward import matmul_peak
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sentences", type=int, default=400, help="latency sentences (half SST-2, half NSMC)")
@@ -229,26 +230,22 @@ def main() -> None:
         return run, p
 
     rows = []
-    peer = hf_model(teacher)
+    baseline = hf_model(teacher)
     with torch.inference_mode():
-        def measure(name, model, one, many, stream_run=None, note=""):
-            run = (lambda b: call(model, b)) if not callable(stream_run) else stream_run
+        def measure(name, model, one, many, stream_run=None, note="", fn=None):
+            fn = fn or (lambda b: call(model, b))  # one batch through the model
+            run = fn if not callable(stream_run) else stream_run
             lat = latencies(run, one if stream_run is None else stream)
-            tput = throughput(lambda b: call(model, b), many, sum(len(b["input_ids"]) for b in many)) \
-                if many is not None else None
+            tput = throughput(fn, many, sum(len(b["input_ids"]) for b in many)) if many is not None else None
             row = {"row": name, "p50_ms": 1000 * statistics.median(lat),
                    "p99_ms": 1000 * float(np.percentile(lat, 99)), "batch32_sent_s": tput, "note": note}
             rows.append(row)
             print(f"  {name}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
                   + (f", {tput:.0f} sentences/s at batch 32" if tput else ""), file=sys.stderr, flush=True)
 
-        hf_call = lambda b: peer(**b)  # noqa: E731
-        lat = latencies(hf_call, padded1)
-        tput = throughput(hf_call, padded32, len(singles))
-        rows.append({"row": "baseline: transformers BERT-base fp32, padded to 128", "p50_ms": 1000 * statistics.median(lat),
-                     "p99_ms": 1000 * float(np.percentile(lat, 99)), "batch32_sent_s": tput, "note": ""})
-        print(f"  baseline: p50 {rows[-1]['p50_ms']:.1f} ms", file=sys.stderr, flush=True)
-        del peer
+        measure("baseline: transformers BERT-base fp32, padded to 128", None, padded1, padded32,
+                fn=lambda b, m=baseline: m(**b))
+        del baseline  # its memory back before the next rows
         measure("bertkit BERT-base fp32, same padded inputs", teacher, padded1, padded32,
                 note="bertkit never computes padding outside attention")
         measure("distilled 6-layer (every other layer), padded to 128", student, padded1, padded32)
