@@ -179,3 +179,49 @@ def test_feature_based_tagging_trains_a_bilstm_on_frozen_layers(tiny_dir, tmp_pa
     assert main(["finetune", "--task", "conll2003", "--model", str(tiny_dir), "--data", str(need_data("conll2003")),
                  "--out", str(tmp_path / "x"), "--features", "concat_last_four"]) == 2
     assert "the encoder has 2 layers, fewer than four" in capsys.readouterr().err
+
+
+def test_interrupted_finetuning_resumes_exactly_with_its_best_epoch_and_time(tiny_dir, tmp_path, capsys):
+    """A long run (SQuAD on a CPU takes hours) checkpoints every few steps; resumed after a crash it ends with the
+    same weights, the same best epoch and the training time of both parts."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from bertkit.train.finetune import FinetuneConfig, run_finetune
+    from bertkit.train.loop import checkpoints
+
+    mrpc = need_data("glue", "MRPC")
+
+    def config(out):
+        cfg = FinetuneConfig(task="mrpc", model=str(tiny_dir), out=str(out), train_file=str(find_split(mrpc, "train")),
+                             eval_file=str(find_split(mrpc, "dev")), epochs=3, max_train_examples=96,
+                             max_eval_examples=48)
+        cfg.train.lr, cfg.train.threads, cfg.train.save_every, cfg.train.keep_checkpoints = 1e-3, 1, 2, 10
+        return cfg
+
+    full = run_finetune(config(tmp_path / "full"), show_progress=False)
+    run_finetune(config(tmp_path / "part"), show_progress=False)
+    # crash after step 4: the later checkpoints and the final model never existed
+    for ckpt in checkpoints(tmp_path / "part"):
+        if int(ckpt.name.split("-")[1]) > 4:
+            shutil.rmtree(ckpt)
+    (tmp_path / "part" / "model.safetensors").unlink()
+    state = torch.load(checkpoints(tmp_path / "part")[-1] / "trainer_state.pt", weights_only=True)
+    assert state["progress"]["best"][1]["best_step"] == 3 and state["progress"]["train_seconds"] > 0
+    resumed = run_finetune(config(tmp_path / "part"), resume=True, show_progress=False)
+    for key in ("f1", "accuracy", "best_step"):
+        assert resumed[key] == full[key], key
+    assert resumed["train_seconds"] > state["progress"]["train_seconds"]
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    evals = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if r["split"] == "eval"] == [3, 6, 9]  # the curve continues, no duplicates
+
+    # through the CLI: resuming a finished run trains no further and reports the same best evaluation
+    assert main(["finetune", "--task", "mrpc", "--model", str(tiny_dir), "--data", str(mrpc), "--out",
+                 str(tmp_path / "full"), "--epochs", "3", "--max-train-examples", "96", "--max-eval-examples", "48",
+                 "--lr", "1e-3", "--threads", "1", "--save-every", "2", "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["best_step"] == full["best_step"] and again["f1"] == full["f1"]

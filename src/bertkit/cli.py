@@ -210,10 +210,10 @@ def run_finetune(args) -> None:
     for key in ("doc_stride", "max_query_length", "max_answer_length", "null_threshold"):
         if getattr(args, key) is not None:
             setattr(cfg.qa, key, getattr(args, key))
-    for key in ("lr", "seed", "threads", "warmup", "device"):
+    for key in ("lr", "seed", "threads", "warmup", "device", "save_every"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
-    summary = run_finetune(cfg, show_progress=sys.stderr.isatty())
+    summary = run_finetune(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
@@ -497,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    f.add_argument("--save-every", type=int, help="checkpoint every N steps, for --resume (default 0: none)")
+    f.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --out (same flags; the best evaluation so far and "
+                        "the training time carry over)")
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
     f.add_argument("--max-query-length", type=int, help="QA: question tokens kept (default 64)")
     f.add_argument("--max-answer-length", type=int, help="QA: longest answer, in tokens (default 30)")

@@ -293,7 +293,9 @@ def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
     cfg.train.best_metric = TASK_INFO[cfg.task].metric
 
 
-def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
+def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool = True) -> dict:
+    """Fine-tune as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (written every
+    `cfg.train.save_every` steps), which must come from the same config."""
     tokenizer, train_set, eval_set, labels = load_task_data(cfg)
     info = TASK_INFO[cfg.task]
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
@@ -312,7 +314,7 @@ def run_finetune(cfg: FinetuneConfig, show_progress: bool = True) -> dict:
 
     task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_position_embeddings)
     schedule_epochs(cfg, task)
-    result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, show_progress=show_progress)
+    result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, show_progress=show_progress)
     summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
                "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
     atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps(summary, indent=2) + "\n")

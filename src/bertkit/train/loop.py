@@ -168,13 +168,16 @@ def rng_states(env: Env) -> list[torch.Tensor]:
 
 
 def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer, keep: int,
-                    rng: list[torch.Tensor]) -> Path:
+                    rng: list[torch.Tensor], progress: dict | None = None) -> Path:
+    """`progress`: what the run has accumulated besides the weights (training seconds, the best evaluation and its
+    weights), so that a resumed run reports and keeps the same as an uninterrupted one."""
     final = out / "checkpoints" / f"step-{step:07d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, tokenizer=tokenizer)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": rng, "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+             "torch_rng": rng, "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "progress": progress or {}}
     torch.save(state, tmp / STATE)
     fault = os.environ.get("BERTKIT_FAULT_SAVE_DELAY", "")  # "STEP:SECONDS", fault injection for the crash test
     if fault and int(fault.split(":")[0]) == step:
@@ -186,7 +189,8 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> int:
+def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> tuple[int, dict]:
+    """Restore a checkpoint into the model, optimiser, schedule and random streams: (step, progress)."""
     from bertkit.checkpoint import read_state_dict
 
     try:
@@ -203,20 +207,22 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> int:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = int(state["step"])
+        progress = state.get("progress", {})  # absent from checkpoints written before it was kept
     except Exception as e:
         raise CheckpointError(f"{path / STATE}: not a readable trainer state ({type(e).__name__}: {e})") from None
     if hasattr(model, "load_weights"):  # a model saved as several directories (ELECTRA's two networks)
         model.load_weights(path)
     else:
         load_state_into(model, read_state_dict(path), str(path))
-    return step
+    return step, progress
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------------
 def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path, tokenizer=None,
           resume: bool = False, env: Env | None = None, show_progress: bool = True) -> dict:
     """Run `task` on `model` for `cfg.steps` steps, writing checkpoints, metrics and the final model to `out`.
-    Returns the last evaluation."""
+    Returns the last evaluation (the best one with `cfg.best_metric`) and `train_seconds`, the time spent in this
+    loop summed over every resumed part of the run."""
     env = env or setup_env(cfg.device)
     out = Path(out)
     if env.device.type == "cpu" and cfg.keep_freed_memory:
@@ -228,11 +234,11 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     model.to(env.device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, eps=cfg.adam_eps)
     scheduler = warmup_linear(optimizer, cfg.warmup_steps, cfg.steps)
-    start = 0
+    start, progress = 0, {}
     if resume:
         found = checkpoints(out)
         if found:
-            start = load_checkpoint(found[-1], model, optimizer, scheduler, env)
+            start, progress = load_checkpoint(found[-1], model, optimizer, scheduler, env)
             log.warning("resuming from %s (step %d)", found[-1], start)
         else:
             log.warning("--resume: no checkpoint in %s; starting from scratch", out / "checkpoints")
@@ -246,8 +252,9 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
 
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if env.main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not (show_progress and env.main))
-    last_eval: dict = {}
-    best: tuple[float, dict, dict] | None = None  # (score, evaluation, weights) of the best evaluation so far
+    last_eval: dict = progress.get("last_eval", {})
+    best: tuple[float, dict, dict] | None = progress.get("best")  # (score, evaluation, weights) of the best so far
+    seconds_before, loop_start = float(progress.get("train_seconds", 0.0)), time.perf_counter()
     # Statistics of the steps since the last log line, so that each line summarises its whole window.
     window: dict[str, float] = {}
     window_totals = torch.zeros(len(task.names), dtype=torch.float64)
@@ -305,17 +312,21 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             rng = rng_states(env)
             if env.main:
-                save_checkpoint(out, done, model, optimizer, scheduler, tokenizer, cfg.keep_checkpoints, rng)
+                progress = {"train_seconds": seconds_before + time.perf_counter() - loop_start,
+                            "last_eval": last_eval, "best": best}
+                save_checkpoint(out, done, model, optimizer, scheduler, tokenizer, cfg.keep_checkpoints, rng,
+                                progress)
             if env.world > 1:
                 dist.barrier()
     bar.close()
+    train_seconds = seconds_before + time.perf_counter() - loop_start
     if best is not None:
         model.load_state_dict(best[2])
         last_eval = best[1]
     if env.main:
         metrics.close()
         model.save_pretrained(out, tokenizer=tokenizer)  # the final (or best) model, an HF directory
-    return last_eval
+    return {**last_eval, "train_seconds": train_seconds}
 
 
 def _evaluate(model, task: Task, step: int, metrics, env: Env) -> dict:
