@@ -127,12 +127,22 @@ def call(model, b):
 
 
 # ---- accuracy ------------------------------------------------------------------------------------------------------
-def accuracy(predictor, texts, gold) -> float:
+def gold_as(names: list[str], task: str, raw: list[str]) -> list[str]:
+    """The files' gold values (0/1) as the model names its classes: the values themselves (models fine-tuned
+    before bertkit named GLUE's and NSMC's classes) or the class names."""
+    from bertkit.data.tasks import TASKS
+
+    spec = TASKS[task]
+    return raw if set(names) <= set(spec.labels) else [spec.names[spec.labels.index(g)] for g in raw]
+
+
+def accuracy(predictor, texts, gold, task) -> float:
     out = predictor.classify(texts)
+    gold = gold_as([predictor.config.id2label[i] for i in range(predictor.config.num_labels)], task, gold)
     return float(np.mean([o["label"] == g for o, g in zip(out, gold)]))
 
 
-def hf_accuracy(model_dir, texts, gold) -> float:
+def hf_accuracy(model_dir, texts, gold, task) -> float:
     """The teacher in transformers (the baseline's library), on the same tokenisation as bertkit's."""
     from bertkit.checkpoint import load_model
     from bertkit.tokenizer import Tokenizer
@@ -146,7 +156,7 @@ def hf_accuracy(model_dir, texts, gold) -> float:
         for i in range(0, len(texts), 64):
             b = tok.batch(texts[i:i + 64], max_length=128)
             pred += ref(**b).logits.argmax(-1).tolist()
-    return float(np.mean([names[p] == g for p, g in zip(pred, gold)]))
+    return float(np.mean([names[p] == g for p, g in zip(pred, gold_as(names, task, gold))]))
 
 
 def peak_rss_mb(model_dir: str | None, int8: bool, texts: list[str]) -> float:
@@ -282,20 +292,20 @@ def main() -> None:
 
     # ---- accuracy of each rung, real models ----
     acc: dict[str, dict[str, float]] = {}
-    for task, teacher_dir, student_dir, texts, gold in (
-            ("SST-2 dev", args.sst2_teacher, args.sst2_student, sst_texts, sst_gold),
-            ("NSMC test", args.nsmc_teacher, args.nsmc_student, nsmc_texts, nsmc_gold)):
+    for task, key, teacher_dir, student_dir, texts, gold in (
+            ("SST-2 dev", "sst2", args.sst2_teacher, args.sst2_student, sst_texts, sst_gold),
+            ("NSMC test", "nsmc", args.nsmc_teacher, args.nsmc_student, nsmc_texts, nsmc_gold)):
         a = {}
         if teacher_dir:
-            a["baseline"] = hf_accuracy(teacher_dir, texts, gold)
+            a["baseline"] = hf_accuracy(teacher_dir, texts, gold, key)
             a["bertkit"] = accuracy(Predictor.from_pretrained(teacher_dir, PredictorSettings(batch_size=64)), texts,
-                                    gold)
+                                    gold, key)
         if student_dir:
-            for key, settings in (("student", PredictorSettings(batch_size=64)),
-                                  ("int8", PredictorSettings(batch_size=64, int8=True)),
-                                  ("ort", PredictorSettings(batch_size=64, backend="onnx")),
-                                  ("ort_int8", PredictorSettings(batch_size=64, backend="onnx", int8=True))):
-                a[key] = accuracy(Predictor.from_pretrained(student_dir, settings), texts, gold)
+            for rung, settings in (("student", PredictorSettings(batch_size=64)),
+                                   ("int8", PredictorSettings(batch_size=64, int8=True)),
+                                   ("ort", PredictorSettings(batch_size=64, backend="onnx")),
+                                   ("ort_int8", PredictorSettings(batch_size=64, backend="onnx", int8=True))):
+                a[rung] = accuracy(Predictor.from_pretrained(student_dir, settings), texts, gold, key)
         acc[task] = a
         print(f"  accuracy {task}: {a}", file=sys.stderr, flush=True)
     # the peer rows run the transformers graph of random weights; their real-model accuracy is bertkit's ONNX rows'

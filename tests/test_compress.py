@@ -94,6 +94,7 @@ def test_distillation_loss_is_zero_when_the_student_is_the_teacher(tok):
 def test_distill_cli_task_specific_and_general(tmp_path, tok, capsys, small_corpus):
     sst = need_data("glue", "SST-2")
     teacher_dir = tmp_path / "teacher"
+    # labelled with SST-2's raw values, as models fine-tuned before bertkit named GLUE's classes are
     tiny(BertForSequenceClassification, layers=4, num_labels=2, id2label={0: "0", 1: "1"}).save_pretrained(
         teacher_dir, tokenizer=tok)
     out = tmp_path / "student"

@@ -17,7 +17,12 @@ def test_readers_name_file_and_line(tmp_path):
     good = tmp_path / "train.tsv"
     good.write_text("sentence\tlabel\na fine film\t1\na dull one\t0\n", encoding="utf-8")
     examples, labels = read_classification(good, "sst2")
-    assert [(e.text, e.label) for e in examples] == [("a fine film", "1"), ("a dull one", "0")] and labels == ["0", "1"]
+    # GLUE's files say 0/1; examples, config.json and answers carry GLUE's class names
+    assert [(e.text, e.label) for e in examples] == [("a fine film", "positive"), ("a dull one", "negative")]
+    assert labels == ["negative", "positive"]
+    from bertkit.data.tasks import align_labels
+    assert [e.label for e in align_labels(examples, "sst2", ["0", "1"])] == ["1", "0"]  # a model trained on 0/1
+    assert align_labels(examples, "sst2", labels) is examples
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence\tlabel\nok\t1\nno label here\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=r"bad.tsv: line 3: 1 fields, expected 2"):
@@ -33,8 +38,9 @@ def test_readers_name_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("task,split,count,labels", [
-    ("sst2", "dev", 872, ["0", "1"]), ("cola", "dev", 1043, ["0", "1"]), ("mrpc", "dev", 408, ["0", "1"]),
-    ("rte", "dev", 277, ["entailment", "not_entailment"]), ("wnli", "dev", 71, ["0", "1"]),
+    ("sst2", "dev", 872, ["negative", "positive"]), ("cola", "dev", 1043, ["unacceptable", "acceptable"]),
+    ("mrpc", "dev", 408, ["not_equivalent", "equivalent"]),
+    ("rte", "dev", 277, ["entailment", "not_entailment"]), ("wnli", "dev", 71, ["not_entailment", "entailment"]),
     ("qnli", "dev", 5463, ["entailment", "not_entailment"]), ("stsb", "dev", 1500, None),
 ])
 def test_glue_readers_on_the_real_files(task, split, count, labels):
@@ -70,7 +76,9 @@ def test_finetune_cli_pretrained_and_random(tmp_path, minilm_dir, capsys):
         assert 0.3 < summary["accuracy"] < 1.0
         written = json.loads((out / "eval_results.json").read_text())
         assert written["accuracy"] == summary["accuracy"]
-        assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+        config = json.loads((out / "config.json").read_text())
+        assert config["architectures"] == ["BertForSequenceClassification"]
+        assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert main(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(tmp_path), "--out",
                  str(tmp_path / "x")]) == 2
     assert "no dev.tsv, .csv, .jsonl or .json (gzipped or not)" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import csv
 import gzip
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bertkit.data.corpus import CorpusError
@@ -34,7 +34,10 @@ class Spec:
     text: str | int
     label: str | int
     pair: str | int | None = None
-    labels: tuple[str, ...] | None = None  # class names in id order; None: regression or taken from the data
+    labels: tuple[str, ...] | None = None  # the data's label values in id order; None: regression or from the data
+    # Readable names for `labels`, in the same order (GLUE's, where the files say 0/1): what examples carry, what
+    # config.json's id2label saves and what predictions answer.
+    names: tuple[str, ...] | None = None
     regression: bool = False
     header: bool = True
     splits: tuple[str, str] = ("train", "dev")  # file stems of (training, evaluation)
@@ -42,17 +45,19 @@ class Spec:
 
 
 TASKS: dict[str, Spec] = {
-    "sst2": Spec("sentence", "label", labels=("0", "1")),
-    "cola": Spec(3, 1, labels=("0", "1"), header=False),
-    "mrpc": Spec("#1 String", "Quality", pair="#2 String", labels=("0", "1")),
+    "sst2": Spec("sentence", "label", labels=("0", "1"), names=("negative", "positive")),
+    "cola": Spec(3, 1, labels=("0", "1"), names=("unacceptable", "acceptable"), header=False),
+    "mrpc": Spec("#1 String", "Quality", pair="#2 String", labels=("0", "1"),
+                 names=("not_equivalent", "equivalent")),
     "rte": Spec("sentence1", "label", pair="sentence2", labels=("entailment", "not_entailment")),
-    "wnli": Spec("sentence1", "label", pair="sentence2", labels=("0", "1")),
+    "wnli": Spec("sentence1", "label", pair="sentence2", labels=("0", "1"), names=("not_entailment", "entailment")),
     "qnli": Spec("question", "label", pair="sentence", labels=("entailment", "not_entailment")),
     "stsb": Spec("sentence1", "score", pair="sentence2", regression=True),
     "mnli": Spec("sentence1", "gold_label", pair="sentence2", labels=("contradiction", "entailment", "neutral"),
                  splits=("train", "dev_matched")),
-    "qqp": Spec("question1", "is_duplicate", pair="question2", labels=("0", "1")),
-    "nsmc": Spec("document", "label", labels=("0", "1"), splits=("train", "test")),
+    "qqp": Spec("question1", "is_duplicate", pair="question2", labels=("0", "1"),
+                names=("not_duplicate", "duplicate")),
+    "nsmc": Spec("document", "label", labels=("0", "1"), names=("negative", "positive"), splits=("train", "test")),
     "klue-nli": Spec("premise", "gold_label", pair="hypothesis", labels=("entailment", "neutral", "contradiction"),
                      fmt="klue-json", splits=("klue-nli-v1.1_train", "klue-nli-v1.1_dev")),
     "klue-sts": Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json",
@@ -84,7 +89,7 @@ def _label(value, spec: Spec, where: str):
     value = str(value).strip()
     if spec.labels is not None and value not in spec.labels:
         raise CorpusError(f"{where}: label {value!r} is not one of {list(spec.labels)}")
-    return value
+    return spec.names[spec.labels.index(value)] if spec.names else value
 
 
 def _rows_tsv(path: Path, spec: Spec):
@@ -165,7 +170,19 @@ def read_task(path: str | Path, task: str) -> tuple[list[Example], list[str] | N
         raise CorpusError(f"{path}: no examples")
     if spec.regression:
         return examples, None
-    return examples, list(spec.labels) if spec.labels is not None else sorted({str(e.label) for e in examples})
+    if spec.labels is not None:
+        return examples, list(spec.names or spec.labels)
+    return examples, sorted({str(e.label) for e in examples})
+
+
+def align_labels(examples: list[Example], task: str, model_labels: list[str]) -> list[Example]:
+    """`examples` labelled as the model names its classes: a model fine-tuned on the raw values ("0"/"1", before
+    bertkit named GLUE's and NSMC's classes) is still evaluated and distilled correctly."""
+    spec = TASKS.get(task)
+    if spec is None or not spec.names or not set(model_labels) <= set(spec.labels):
+        return examples
+    raw = dict(zip(spec.names, spec.labels))
+    return [replace(e, label=raw.get(e.label, e.label)) for e in examples]
 
 
 def read_classification(path: str | Path, task: str) -> tuple[list[Example], list[str]]:

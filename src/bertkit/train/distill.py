@@ -206,6 +206,7 @@ def run_distill(cfg: DistillConfig, show_progress: bool = True) -> dict:
 
 
 def _task_specific(cfg: DistillConfig, teacher, student, show_progress: bool) -> dict:
+    from bertkit.data.tasks import align_labels
     from bertkit.train.finetune import FinetuneConfig, TASK_INFO, load_task_data, make_task, schedule_epochs
 
     options = dict(cfg.finetune)
@@ -216,6 +217,9 @@ def _task_specific(cfg: DistillConfig, teacher, student, show_progress: bool) ->
         raise ValueError(f"task '{fcfg.task}': choose one of {', '.join(TASK_INFO)}")
     tokenizer, train_set, eval_set, labels = load_task_data(fcfg)
     names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    aligned = align_labels(train_set, fcfg.task, names)
+    if aligned is not train_set:  # a teacher fine-tuned on the data's raw label values
+        train_set, eval_set, labels = aligned, align_labels(eval_set, fcfg.task, names), names
     if labels is not None and set(labels) - set(names):
         raise ValueError(f"{cfg.teacher}: the teacher's labels {names} do not cover the task's {labels}")
     task_labels = names if labels is not None else None

@@ -35,8 +35,8 @@ from bertkit.checkpoint import atomic_write_text
 from bertkit.config import BertConfig
 from bertkit.data.features import IGNORE, QASettings, qa_features, tag_features
 from bertkit.data.pretraining import Schedule
-from bertkit.data.tasks import (TASKS, Example, QAExample, TagExample, read_conll, read_klue_ner, read_squad,
-                                read_task)
+from bertkit.data.tasks import (TASKS, Example, QAExample, TagExample, align_labels, read_conll, read_klue_ner,
+                                read_squad, read_task)
 from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertkit.tokenizer import Tokenizer
@@ -344,5 +344,7 @@ def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, spli
         t = TaggingTask(tok, [], examples, labels, predictor.max_length, 1, seed)
     else:
         names = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels else None
+        if names:
+            examples = align_labels(examples, task, names)
         t = SentenceTask(tok, [], examples, names, predictor.max_length, 1, seed)
     return {"task": task, "metric": info.metric, "eval_examples": len(examples), **t.evaluate(model)}
