@@ -21,8 +21,8 @@ from bertkit.infer.predictor import Predictor, PredictorSettings
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
-from bertkit.serve.batcher import BatcherSettings  # noqa: E402
+from bertkit.serve.app import ServeSettings, create_app
+from bertkit.serve.batcher import BatcherSettings
 
 
 def tiny(cls, tok, num_labels=2, id2label=None):
@@ -305,7 +305,7 @@ def test_page_highlights_the_answer_in_a_korean_passage(server):
     status, answer, _ = server.post("/v1/answer", {"question": question, "context": context, "model": "qa"})
     assert status == 200
     dom = render(server, {"context": context, "question": question})
-    m = re.search(r'<div class="out" id="qa-out">(.*?)<mark class="answer">(.*?)</mark>', dom, re.S)
+    m = re.search(r'<div class="out" id="qa-out">(.*?)<mark class="answer">(.*?)</mark>', dom, re.DOTALL)
     assert m is not None, dom[-3000:]
     assert html.unescape(m.group(2)) == context[answer["start"]:answer["end"]] == answer["answer"]
     assert html.unescape(m.group(1)) == context[:answer["start"]]  # the mark sits at the right characters

@@ -25,9 +25,9 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -119,7 +119,7 @@ def _normalise_names(state: dict[str, torch.Tensor], has_prefix: bool) -> tuple[
     for key, t in state.items():
         new = re.sub(r"(LayerNorm|layer_norm)\.gamma$", r"\1.weight", key)
         new = re.sub(r"(LayerNorm|layer_norm)\.beta$", r"\1.bias", new)
-        bare = new[len("bert."):] if new.startswith("bert.") else new
+        bare = new.removeprefix("bert.")
         if bare in BUFFERS:
             continue
         if has_prefix and new.startswith(ENCODER_PREFIXES):

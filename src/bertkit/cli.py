@@ -9,8 +9,8 @@ import itertools
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 

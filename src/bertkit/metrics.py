@@ -17,7 +17,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 # ---- classification and regression ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from tokenizers import Tokenizer as Engine, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
@@ -97,7 +97,7 @@ def measure(tokenizer: Tokenizer, lines: Sequence[str], seconds: float = 0.0, tr
             word_ids = enc.word_ids[1:-1]
             words += len(set(word_ids))
     n = max(len(lines), 1)
-    pieces = [t[2:] if t.startswith("##") else t for t in tokenizer.vocab]
+    pieces = [t.removeprefix("##") for t in tokenizer.vocab]
     jamo = sum(1 for t in pieces if any(0x1100 <= ord(c) <= 0x11FF for c in t))
     syllables = sum(1 for t in pieces if any(0xAC00 <= ord(c) <= 0xD7A3 for c in t))
     return VocabReport(vocab_size=tokenizer.vocab_size, train_lines=train_lines, held_out_lines=len(lines),

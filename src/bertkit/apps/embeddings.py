@@ -6,7 +6,7 @@ of these vectors is the model's own similarity score.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

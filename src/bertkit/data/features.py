@@ -25,8 +25,8 @@ windows, and each word is read from the window where it has the most context.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
