@@ -108,6 +108,12 @@ def test_distill_cli_task_specific_and_general(tmp_path, tok, capsys, small_corp
     train_rows = [r for r in rows if r["split"] == "train"]
     assert train_rows and {"soft_loss", "hard_loss", "cosine_loss", "loss"} <= set(train_rows[-1])
     assert Predictor.from_pretrained(out).classify(["a fine film"])[0]["label"] in ("0", "1")
+    # --resume on a finished run: nothing left to train, the same best evaluation
+    assert main(["distill", "--teacher", str(teacher_dir), "--out", str(out), "--task", "sst2", "--data", str(sst),
+                 "--epochs", "1", "--max-train-examples", "64", "--max-eval-examples", "32", "--threads", "1",
+                 "--temperature", "3", "--cosine", "0.5", "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["accuracy"] == summary["accuracy"] and again["best_step"] == summary["best_step"]
 
     # general distillation: an MLM teacher, pre-training shards of a corpus
     mlm_dir = tmp_path / "mlm"

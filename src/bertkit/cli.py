@@ -302,7 +302,7 @@ def run_distill(args) -> None:
     cfg = DistillConfig(teacher=args.teacher, out=args.out,
                         layers=[int(x) for x in args.layers.split(",")] if args.layers else [],
                         settings=DistillSettings(temperature=args.temperature, alpha=args.alpha, cosine=args.cosine))
-    train = {k: getattr(args, k) for k in ("lr", "seed", "threads", "warmup", "device")
+    train = {k: getattr(args, k) for k in ("lr", "seed", "threads", "warmup", "device", "save_every")
              if getattr(args, k) is not None}
     if args.corpus:  # general distillation on the pre-training objective
         if args.task:
@@ -326,7 +326,7 @@ def run_distill(args) -> None:
             if getattr(args, key) is not None:
                 ft[key] = getattr(args, key)
         cfg.finetune = ft
-    summary = run_distill(cfg, show_progress=sys.stderr.isatty())
+    summary = run_distill(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
     print(json.dumps(summary, default=str))
 
 
@@ -551,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--warmup", float), ("--seed", int), ("--threads", int)):
         k.add_argument(name, type=kind)
     k.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    k.add_argument("--save-every", type=int, help="checkpoint every N steps, for --resume")
+    k.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same flags)")
 
     q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder -> a new directory")
     q.add_argument("--model", required=True)

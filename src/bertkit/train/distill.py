@@ -182,7 +182,8 @@ class DistillConfig:
     pretrain: dict = field(default_factory=dict)
 
 
-def run_distill(cfg: DistillConfig, show_progress: bool = True) -> dict:
+def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> dict:
+    """Distil as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (same config)."""
     teacher = load_model(cfg.teacher).eval()
     layers = cfg.layers or every_other(teacher.config.num_hidden_layers)
     general = isinstance(teacher, (BertForPreTraining, BertForMaskedLM))
@@ -196,16 +197,16 @@ def run_distill(cfg: DistillConfig, show_progress: bool = True) -> dict:
              teacher.config.num_hidden_layers, sum(p.numel() for p in student.parameters()) / 1e6,
              sum(p.numel() for p in teacher.parameters()) / 1e6)
     if general:
-        summary = _general(cfg, teacher, student, show_progress)
+        summary = _general(cfg, teacher, student, resume, show_progress)
     else:
-        summary = _task_specific(cfg, teacher, student, show_progress)
+        summary = _task_specific(cfg, teacher, student, resume, show_progress)
     summary.update(teacher=cfg.teacher, layers=layers)
     atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps({**summary, "config": asdict(cfg)},
                                                                       indent=2, default=str) + "\n")
     return summary
 
 
-def _task_specific(cfg: DistillConfig, teacher, student, show_progress: bool) -> dict:
+def _task_specific(cfg: DistillConfig, teacher, student, resume: bool, show_progress: bool) -> dict:
     from bertkit.data.tasks import align_labels
     from bertkit.train.finetune import FinetuneConfig, TASK_INFO, load_task_data, make_task, schedule_epochs
 
@@ -226,12 +227,13 @@ def _task_specific(cfg: DistillConfig, teacher, student, show_progress: bool) ->
     inner = make_task(fcfg, tokenizer, train_set, eval_set, task_labels, student.config.max_position_embeddings)
     schedule_epochs(fcfg, inner)
     task = DistillTask(inner, student, teacher, cfg.settings)
-    result = train(student, task, fcfg.train, cfg.out, tokenizer=tokenizer, show_progress=show_progress)
+    result = train(student, task, fcfg.train, cfg.out, tokenizer=tokenizer, resume=resume,
+                   show_progress=show_progress)
     return {"task": fcfg.task, "metric": TASK_INFO[fcfg.task].metric, "train_examples": len(train_set),
             "eval_examples": len(eval_set), **result}
 
 
-def _general(cfg: DistillConfig, teacher, student, show_progress: bool) -> dict:
+def _general(cfg: DistillConfig, teacher, student, resume: bool, show_progress: bool) -> dict:
     from bertkit.data.pretraining import Masker, ShardSet
     from bertkit.train.pretrain import PretrainConfig, PretrainTask, data_objective, prepare_data
 
@@ -252,4 +254,4 @@ def _general(cfg: DistillConfig, teacher, student, show_progress: bool) -> dict:
     inner = PretrainTask(shards, Masker(tokenizer, pcfg.masking), pcfg.batch_size, pcfg.objective, pcfg.train.seed,
                          eval_shards, pcfg.eval_instances)
     task = DistillTask(inner, student, teacher, cfg.settings)
-    return train(student, task, pcfg.train, cfg.out, tokenizer=tokenizer, show_progress=show_progress)
+    return train(student, task, pcfg.train, cfg.out, tokenizer=tokenizer, resume=resume, show_progress=show_progress)
