@@ -210,9 +210,11 @@ def run_finetune(args) -> None:
     for key in ("doc_stride", "max_query_length", "max_answer_length", "null_threshold"):
         if getattr(args, key) is not None:
             setattr(cfg.qa, key, getattr(args, key))
-    for key in ("lr", "seed", "threads", "warmup", "device", "save_every"):
+    for key in ("lr", "seed", "threads", "warmup", "device", "save_every", "grad_accum"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
+    if cfg.batch_size % cfg.train.grad_accum:
+        raise InputError(f"--batch-size {cfg.batch_size} is not a multiple of --grad-accum {cfg.train.grad_accum}")
     summary = run_finetune(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
@@ -497,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    f.add_argument("--grad-accum", type=int, help="micro-batches per step: the same batch in less memory (long QA "
+                                                  "windows on a small GPU)")
     f.add_argument("--save-every", type=int, help="checkpoint every N steps, for --resume (default 0: none)")
     f.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in --out (same flags; the best evaluation so far and "
