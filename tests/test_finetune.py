@@ -233,6 +233,13 @@ def test_interrupted_finetuning_resumes_exactly_with_its_best_epoch_and_time(tin
                  "--lr", "1e-3", "--threads", "1", "--save-every", "2", "--resume"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["best_step"] == full["best_step"] and again["f1"] == full["f1"]
+    # resuming with flags that change what is computed is refused, naming them
+    assert main(["finetune", "--task", "mrpc", "--model", str(tiny_dir), "--data", str(mrpc), "--out",
+                 str(tmp_path / "full"), "--epochs", "4", "--max-train-examples", "96", "--lr", "2e-3",
+                 "--threads", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune_config.json: --resume with a different config" in err
+    assert "epochs: 3.0 -> 4.0" in err and "train.lr: 0.001 -> 0.002" in err and "max_eval" not in err
 
 
 def test_gradient_accumulation_gives_the_same_step(tiny_dir, tmp_path, capsys):

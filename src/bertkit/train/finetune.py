@@ -293,9 +293,39 @@ def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
     cfg.train.best_metric = TASK_INFO[cfg.task].metric
 
 
+# How a run is carried out, not what it computes: these may change between the parts of a resumed run.
+RESUME_MAY_CHANGE = {"out", "max_eval_examples", "train.threads", "train.device", "train.save_every",
+                     "train.log_every", "train.keep_checkpoints"}
+
+
+def check_resumable(cfg: FinetuneConfig, resume: bool) -> None:
+    """Write the config to `out/finetune_config.json`; when resuming, first refuse one that would compute a different
+    run (another learning rate, data, epochs or seed would silently continue a schedule it did not start)."""
+    path = Path(cfg.out) / "finetune_config.json"
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    now = flat(json.loads(json.dumps(asdict(cfg), default=str)))
+    if resume and path.exists():
+        before = flat(json.loads(path.read_text(encoding="utf-8")))
+        qa = TASK_INFO.get(cfg.task) is not None and TASK_INFO[cfg.task].family == "qa"
+        changed = sorted(k for k in set(now) | set(before) if k not in RESUME_MAY_CHANGE
+                         and (qa or not k.startswith("qa.")) and now.get(k) != before.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ValueError(f"{path}: --resume with a different config ({diffs}); use the same flags, or a new --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+
+
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool = True) -> dict:
     """Fine-tune as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (written every
-    `cfg.train.save_every` steps), which must come from the same config."""
+    `cfg.train.save_every` steps), which must come from the same config (checked: `finetune_config.json`)."""
+    check_resumable(cfg, resume)
     tokenizer, train_set, eval_set, labels = load_task_data(cfg)
     info = TASK_INFO[cfg.task]
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
