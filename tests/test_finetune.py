@@ -96,8 +96,8 @@ def tiny_dir(tmp_path_factory, minilm_dir):
     ("stsb", ("glue", "STS-B"), [], "spearman"),
     ("mrpc", ("glue", "MRPC"), [], "f1"),
     ("conll2003", ("conll2003",), [], "f1"),
-    ("squad", ("squad", "dev-v1.1.json.gz"), ["--split-eval", "0.1", "--max-length", "192", "--doc-stride", "64"],
-     "f1"),
+    ("squad", ("squad", "dev-v1.1.json.gz"), ["--split-eval", "0.1", "--max-length", "192", "--doc-stride", "64",
+                                              "--group-by-length"], "f1"),
 ])
 def test_every_family_trains_evaluates_and_keeps_the_best_epoch(task, data, extra, metric, tiny_dir, tmp_path,
                                                                   capsys):

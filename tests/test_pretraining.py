@@ -105,6 +105,26 @@ def test_max_predictions_whole_word_and_mask_schedules(korean):
     assert len(set(first)) == 32 and sched.step(0)[0] == first  # the data position is the step
 
 
+def test_length_grouped_schedule_sees_every_instance_in_batches_of_similar_length():
+    lengths = np.random.default_rng(0).integers(5, 385, size=1000)
+    plain, grouped = Schedule(1000, 32, seed=7), Schedule(1000, 32, seed=7, lengths=lengths, pool=10)
+    epoch = grouped.permutation(0)
+    assert sorted(epoch.tolist()) == list(range(1000))  # each instance once an epoch
+    assert np.array_equal(Schedule(1000, 32, seed=7, lengths=lengths, pool=10).permutation(0), epoch)
+    assert not np.array_equal(grouped.permutation(1), epoch)  # a fresh order each epoch
+
+    def padding(schedule: Schedule) -> float:  # the share of a padded (B, T) batch that is padding, 31 full steps
+        rows = [lengths[schedule.step(s)[0]] for s in range(31)]
+        return 1 - sum(r.sum() for r in rows) / sum(32 * r.max() for r in rows)
+
+    assert padding(plain) > 0.4 and padding(grouped) < 0.15  # 10 pools: each batch spans ~1/10 of the range
+    longest = [lengths[grouped.step(s)[0]].max() for s in range(31)]
+    assert longest != sorted(longest, reverse=True)  # batches shuffled, not served longest first
+    assert grouped.step(31)[1] == [0] * 8 + [1] * 24  # the partial batch stays last: steps keep their boundaries
+    with pytest.raises(ValueError, match="999 lengths for 1000 instances"):
+        Schedule(1000, 32, seed=7, lengths=lengths[:999])
+
+
 def test_roberta_packing_crosses_documents(korean, tmp_path):
     d, tok, _ = korean
     build_shards([d / "corpus.txt"], tok, tmp_path, InstanceConfig(objective="roberta"), show_progress=False)

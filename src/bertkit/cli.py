@@ -213,6 +213,7 @@ def run_finetune(args) -> None:
     for key in ("lr", "seed", "threads", "warmup", "device", "save_every", "grad_accum"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
+    cfg.group_by_length = args.group_by_length
     if cfg.batch_size % cfg.train.grad_accum:
         raise InputError(f"--batch-size {cfg.batch_size} is not a multiple of --grad-accum {cfg.train.grad_accum}")
     summary = run_finetune(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
@@ -505,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in --out (same flags; the best evaluation so far and "
                         "the training time carry over)")
+    f.add_argument("--group-by-length", action="store_true",
+                   help="batches of similar lengths (less padding for attention to compute; QA windows vary most)")
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
     f.add_argument("--max-query-length", type=int, help="QA: question tokens kept (default 64)")
     f.add_argument("--max-answer-length", type=int, help="QA: longest answer, in tokens (default 30)")

@@ -366,19 +366,40 @@ class Masker:
 
 class Schedule:
     """Which instances make up each global step: a fresh permutation per epoch from (seed, epoch). Step s takes
-    positions [s * B, (s + 1) * B) of the endless sequence of epochs, so the data position is the step itself."""
+    positions [s * B, (s + 1) * B) of the endless sequence of epochs, so the data position is the step itself.
 
-    def __init__(self, n: int, global_batch: int, seed: int):
+    With `lengths`, batches hold instances of similar length (the length-grouped sampling of fine-tuning
+    toolkits): the epoch's permutation is cut into pools of `pool` batches, each pool sorted longest first and cut
+    into batches, and the order of the full batches shuffled. Every instance is still seen once an epoch, in an
+    order that depends only on (seed, epoch); what shrinks is the padding that attention (quadratic in the padded
+    length) and its dropout still compute."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, lengths: Sequence[int] | None = None, pool: int = 50):
         if n == 0:
             raise ShardError("the shard set holds no instances")
-        self.n, self.global_batch, self.seed = n, global_batch, seed
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"Schedule: {len(lengths)} lengths for {n} instances")
+        self.n, self.global_batch, self.seed, self.pool = n, global_batch, seed, pool
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self._perm: dict[int, np.ndarray] = {}
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perm:
             self._perm = {e: p for e, p in self._perm.items() if e == epoch - 1}  # a step may span two epochs
-            self._perm[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(self.n)
+            if self.lengths is not None:
+                perm = self._grouped(perm, rng)
+            self._perm[epoch] = perm
         return self._perm[epoch]
+
+    def _grouped(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        B, size = self.global_batch, self.global_batch * self.pool
+        pools = [perm[i:i + size] for i in range(0, self.n, size)]
+        perm = np.concatenate([p[np.argsort(-self.lengths[p], kind="stable")] for p in pools])
+        full = self.n // B  # the partial last batch stays last, so step boundaries stay where they were
+        order = rng.permutation(full)
+        return np.concatenate([perm[:full * B].reshape(full, B)[order].reshape(-1), perm[full * B:]])
 
     def step(self, step: int) -> tuple[list[int], list[int]]:
         """(instances, epochs) of the global batch of `step`."""
