@@ -100,8 +100,9 @@ def test_distill_cli_task_specific_and_general(tmp_path, tok, capsys, small_corp
     out = tmp_path / "student"
     assert main(["distill", "--teacher", str(teacher_dir), "--out", str(out), "--task", "sst2", "--data", str(sst),
                  "--epochs", "1", "--max-train-examples", "64", "--max-eval-examples", "32", "--threads", "1",
-                 "--temperature", "3", "--cosine", "0.5"]) == 0
+                 "--temperature", "3", "--cosine", "0.5", "--group-by-length"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((out / "eval_results.json").read_text())["config"]["finetune"]["group_by_length"] is True
     assert summary["layers"] == [0, 2] and summary["metric"] == "accuracy" and 0 <= summary["accuracy"] <= 1
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -111,7 +112,7 @@ def test_distill_cli_task_specific_and_general(tmp_path, tok, capsys, small_corp
     # --resume on a finished run: nothing left to train, the same best evaluation
     assert main(["distill", "--teacher", str(teacher_dir), "--out", str(out), "--task", "sst2", "--data", str(sst),
                  "--epochs", "1", "--max-train-examples", "64", "--max-eval-examples", "32", "--threads", "1",
-                 "--temperature", "3", "--cosine", "0.5", "--resume"]) == 0
+                 "--temperature", "3", "--cosine", "0.5", "--group-by-length", "--resume"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["accuracy"] == summary["accuracy"] and again["best_step"] == summary["best_step"]
 

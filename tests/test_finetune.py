@@ -266,3 +266,6 @@ def test_gradient_accumulation_gives_the_same_step(tiny_dir, tmp_path, capsys):
         assert r4["loss"] == pytest.approx(r1["loss"], rel=1e-5)
     assert main([*args, "--out", str(tmp_path / "x"), "--grad-accum", "3"]) == 2
     assert "--batch-size 32 is not a multiple of --grad-accum 3" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "x"), "--grad-accum", "0"]) == 2
+    assert "--grad-accum 0 must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -214,6 +214,8 @@ def run_finetune(args) -> None:
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
     cfg.group_by_length = args.group_by_length
+    if cfg.train.grad_accum < 1 or cfg.batch_size < 1:
+        raise InputError(f"--batch-size {cfg.batch_size} and --grad-accum {cfg.train.grad_accum} must be at least 1")
     if cfg.batch_size % cfg.train.grad_accum:
         raise InputError(f"--batch-size {cfg.batch_size} is not a multiple of --grad-accum {cfg.train.grad_accum}")
     summary = run_finetune(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
@@ -328,6 +330,8 @@ def run_distill(args) -> None:
         for key in ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples"):
             if getattr(args, key) is not None:
                 ft[key] = getattr(args, key)
+        if args.group_by_length:
+            ft["group_by_length"] = True
         cfg.finetune = ft
     summary = run_distill(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
     print(json.dumps(summary, default=str))
@@ -558,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--warmup", float), ("--seed", int), ("--threads", int)):
         k.add_argument(name, type=kind)
     k.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    k.add_argument("--group-by-length", action="store_true", help="task-specific: batches of similar lengths")
     k.add_argument("--save-every", type=int, help="checkpoint every N steps, for --resume")
     k.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same flags)")
 

@@ -287,11 +287,15 @@ def make_task(cfg: FinetuneConfig, tokenizer: Tokenizer, train_set: list, eval_s
     max_length = min(cfg.max_length, max_position_embeddings)
     if info.family == "qa":
         cfg.qa.max_length = min(cfg.qa.max_length, max_position_embeddings)
-        return QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
+        task = QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
                       batch_size=cfg.batch_size, seed=cfg.train.seed)
-    if info.family == "tagging":
-        return TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
-    return SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+    elif info.family == "tagging":
+        task = TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+    else:
+        task = SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+    if cfg.group_by_length:
+        task.group_by_length()
+    return task
 
 
 def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
@@ -352,8 +356,6 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool 
     model = head.from_pretrained(cfg.model, config=config) if cfg.init == "pretrained" else head(config)
 
     task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_position_embeddings)
-    if cfg.group_by_length:
-        task.group_by_length()
     schedule_epochs(cfg, task)
     result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, show_progress=show_progress)
     summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
