@@ -187,6 +187,9 @@ def test_feature_based_tagging_trains_a_bilstm_on_frozen_layers(tiny_dir, tmp_pa
     assert main(["finetune", "--task", "conll2003", "--model", str(tiny_dir), "--data", str(need_data("conll2003")),
                  "--out", str(tmp_path / "x"), "--features", "concat_last_four"]) == 2
     assert "the encoder has 2 layers, fewer than four" in capsys.readouterr().err
+    assert main(["finetune", "--task", "conll2003", "--model", str(tiny_dir), "--data", str(need_data("conll2003")),
+                 "--out", str(tmp_path / "y"), "--features", "last", "--group-by-length"]) == 2
+    assert "--group-by-length is for fine-tuning the encoder, not with --features" in capsys.readouterr().err
 
 
 def test_interrupted_finetuning_resumes_exactly_with_its_best_epoch_and_time(tiny_dir, tmp_path, capsys):

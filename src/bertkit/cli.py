@@ -194,6 +194,8 @@ def run_finetune(args) -> None:
     info = TASK_INFO[args.task]
     train_split, eval_split = info.splits
     if args.features:
+        if args.group_by_length:  # the BiLSTM trains on cached features; its batches are not grouped
+            raise InputError("--group-by-length is for fine-tuning the encoder, not with --features")
         return run_feature_finetune(args, info)
     cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init,
                          eval_file=str(find_split(args.data, args.eval_split or eval_split)))
