@@ -21,7 +21,7 @@ from bertkit.infer.predictor import Predictor, PredictorSettings
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from bertkit.serve.app import ServeSettings, create_app
+from bertkit.serve.app import ServeSettings, create_app, server_options
 from bertkit.serve.batcher import BatcherSettings
 
 
@@ -66,7 +66,9 @@ class Server(Client):
 
     def __init__(self, app):
         super().__init__(free_port())
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        # the connection limits `bertkit serve` runs with (read timeouts, connection cap), from the app's settings
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
+                                                    **server_options(app.state.settings)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         for _ in range(200):
@@ -173,7 +175,7 @@ def test_long_text_is_truncated_with_a_flag(server):
 
 
 def test_concurrent_requests_share_model_calls(server):
-    batcher = server.server.config.app.state.batcher
+    batcher = server.server.config.app.state.batchers["sentiment"]
     before_batches, before_items = batcher.stats.batches, batcher.stats.items
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: server.post("/v1/classify", {"texts": [f"review number {i}"]}), range(48)))
@@ -231,7 +233,8 @@ def test_serve_cli_with_two_worker_processes(tok, tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", "from bertkit.cli import main; raise SystemExit(main())",
                              "serve", "--model", str(model_dir), "--port", str(port), "--workers", "2",
-                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--threads", "1", "--header-timeout-s", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     client = Client(port)
     try:
@@ -243,7 +246,9 @@ def test_serve_cli_with_two_worker_processes(tok, tmp_path):
             except OSError:
                 time.sleep(0.2)
         pids = set()
-        for _ in range(10):  # the kernel hands connections to whichever worker accepts first
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the kernel hands connections to whichever worker accepts first; the
+            # second may still be loading its model (seconds apart on a busy machine)
             with ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda i: client.post("/v1/classify", {"texts": [f"review {i}"]}), range(16)))
             assert all(a[0] == 200 and a[1]["results"][0]["label"] for a in answers)
@@ -251,7 +256,12 @@ def test_serve_cli_with_two_worker_processes(tok, tmp_path):
                 pids |= {h[1]["pid"] for h in pool.map(lambda i: client.request("GET", "/healthz"), range(16))}
             if len(pids) == 2:
                 break
+            time.sleep(0.5)
         assert len(pids) == 2, f"only {pids} answered"
+        # the worker processes read their read timeouts from the settings serve hands them: a silent client is
+        # answered 408 and closed after --header-timeout-s
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            assert silent.recv(4096).startswith(b"HTTP/1.1 408")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -343,12 +353,70 @@ def test_fuzz_no_5xx(server):
                                                  "explain": value, "top_k": value})
     endpoints = st.sampled_from(["classify", "tag", "answer", "embed", "similarity", "fill-mask"])
 
+    content_types = st.sampled_from(["application/json", "application/JSON; charset=utf-8", "text/plain", ""])
+
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(endpoints, shaped | value, st.binary(max_size=64), st.booleans())
-    def check(endpoint, body, raw, use_raw):
+    @given(endpoints, shaped | value, st.binary(max_size=64), st.booleans(), content_types)
+    def check(endpoint, body, raw, use_raw, content_type):
         status, out, _ = server.post(f"/v1/{endpoint}", None if use_raw else body,
-                                     raw=raw if use_raw else None)
+                                     raw=raw if use_raw else None, headers={"Content-Type": content_type})
         assert status < 500, (endpoint, body, raw, out)
 
     check()
     assert server.request("GET", "/healthz")[0] == 200
+
+
+# ---- the batcher alone: token-bounded model calls, work stopped between calls ----------------------------------------
+def test_a_model_call_holds_at_most_max_batch_tokens():
+    import asyncio
+
+    from bertkit.serve.batcher import MicroBatcher
+
+    sizes = []
+    b = MicroBatcher(lambda op, items, opts: sizes.append(len(items)) or items,
+                     BatcherSettings(max_batch=32, max_wait_ms=0, max_batch_tokens=250))
+    try:
+        out = asyncio.run(b.submit("op", list(range(7)), [100] * 6 + [400]))
+    finally:
+        b.close()
+    assert out == list(range(7)) and sizes == [2, 2, 2, 1]  # an item over the budget alone still runs, alone
+
+
+def test_a_request_past_its_deadline_stops_between_model_calls():
+    """A request split into several model calls (here 5, one item each) whose deadline passes during the first:
+    the other four never run."""
+    import asyncio
+
+    from bertkit.serve.batcher import MicroBatcher
+
+    calls, gate = [], threading.Semaphore(0)
+
+    def run(op, items, opts):
+        calls.append(items)
+        gate.acquire(timeout=10)
+        return items
+
+    b = MicroBatcher(run, BatcherSettings(max_batch=1, max_wait_ms=0))
+    try:
+        with pytest.raises(TimeoutError):
+            asyncio.run(b.submit("op", list(range(5)), timeout=0.2))
+        for _ in range(5):
+            gate.release()
+    finally:
+        b.close(wait=True)
+    assert calls == [[0]] and b.stats.dropped == 1
+
+
+def test_serve_flags_default_to_the_service_settings():
+    """One source of truth: `bertkit serve`'s defaults are ServeSettings' (flags are the field names)."""
+    import dataclasses
+
+    from bertkit.cli import build_parser
+
+    args = vars(build_parser().parse_args(["serve", "--model", "m"]))
+    settings = ServeSettings()
+    for obj in (settings, settings.batcher):
+        for f in dataclasses.fields(obj):
+            if f.name in args:
+                assert args[f.name] == getattr(obj, f.name), f.name
+    assert {"max_tokens", "max_batch_tokens", "header_timeout_s", "body_timeout_s", "max_connections"} <= set(args)

@@ -1,6 +1,6 @@
 """The HTTP service: a thin FastAPI layer over Predictors, with micro-batching, limits and metrics.
 
-Endpoints (JSON in, JSON out; OpenAPI schema at /docs):
+Endpoints (JSON in, JSON out; the OpenAPI schema at /openapi.json, rendered by the package's own page at /docs):
   POST /v1/classify     {"texts": [...]} or {"pairs": [[a, b], ...]}  -> {"results": [{label, probs} | {score}]}
                         {"texts": [...], "explain": true} adds `words` and `sentences` with importance scores
   POST /v1/tag          {"texts": [...]}                              -> {"results": [{entities: [...]}]}
@@ -11,30 +11,55 @@ Endpoints (JSON in, JSON out; OpenAPI schema at /docs):
   GET  /healthz, GET /metrics (Prometheus text), GET /v1/models
 Every body may name a `"model"` when several are served. An endpoint the model has no head for answers 404; bad
 input answers 4xx with a message naming the field (`texts[3]: empty text`); the service never answers 5xx for
-input. Long texts: `on_long_text="truncate"` cuts them at `max_chars` and says so (`"truncated": true`),
-`"reject"` answers 413.
+input, and an unexpected failure is a JSON 500 (logged with its traceback on the server, never sent). /metrics
+counts every response by its real status.
+
+Bounded work per request, whoever sends it:
+- Bodies: JSON only (`Content-Type: application/json`, else 415: a cross-site form cannot post without a
+  preflight), at most `max_body_bytes` (413; the rest of an over-limit body is read and discarded up to
+  `max_discard_bytes` first, so that clients which send the whole body before reading, like urllib, see the 413).
+- Tokens, not characters: at admission every text is tokenised and charged the tokens the model will read
+  (windows of a long text included); a text or request over `max_tokens` is refused with 413 naming the field
+  (`texts[2]: 20002 tokens ...`). A text with no visible character (only whitespace, zero-width or control
+  characters) is a 400. Longer than `max_chars` characters: `on_long_text="truncate"` cuts it and says so
+  (`"truncated": true`), `"reject"` answers 413.
+- Each model has its own queue and worker (`batcher.py`): one model's long batch never delays another's; a model
+  call holds at most `max_batch_tokens`; a request whose client disconnects or whose `request_timeout_s` passes
+  is dropped from the queue, or stopped between model calls if it has started. /healthz answers 503 "stalled",
+  naming the model, when a model call has run longer than `stall_after_s` (or a worker died).
+- Connections (`protocol.py`, `bertkit serve`): headers due within `header_timeout_s`, the body within
+  `body_timeout_s`, at most `max_connections` at once (uvicorn answers 503 beyond it).
+- `api_key`: everything but /healthz and the static page shells (/, /docs, /static: no data in them) needs
+  `Authorization: Bearer KEY` (RFC 6750: the scheme in any case, a bare key refused) or `X-API-Key: KEY`,
+  compared in constant time. The page and /docs keep the key in the browser's localStorage and send it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import json
+import logging
 import os
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from bertkit.infer.predictor import Predictor
 from bertkit.serve.batcher import BatcherSettings, MicroBatcher, QueueFull, ShuttingDown
+from bertkit.serve.protocol import CONFIG_ENV, DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, GuardedH11Protocol
 
+log = logging.getLogger("bertkit.serve")
 STATIC = Path(__file__).parent / "static"
 ENDPOINTS = ("classify", "tag", "answer", "embed", "similarity", "fill-mask")
 FAMILY_OPS = {  # what each kind of model can answer
@@ -47,6 +72,8 @@ FAMILY_OPS = {  # what each kind of model can answer
 }
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+PUBLIC = ("/healthz", "/", "/docs")  # with /static/*: no key needed (no data; the page asks for the key)
+EXPLAIN_COST = 3  # an explanation runs a forward and a backward pass: ~3x the tokens' forward cost
 
 
 _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
@@ -80,19 +107,54 @@ SUMMARIES = {
 
 @dataclass
 class ServeSettings:
+    """Field names are the `bertkit serve` flags (`max_tokens` -> `--max-tokens`)."""
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
+    max_discard_bytes: int = 64 << 20  # an over-limit body is read and dropped up to this before the 413
     max_items: int = 256  # texts or pairs per request
     max_chars: int = 20_000  # per text
     on_long_text: str = "truncate"  # truncate | reject
+    max_tokens: int = 4096  # per request, windows included (~1.2-1.6 s of MiniLM-L6 on one core)
     request_timeout_s: float = 30.0
+    stall_after_s: float = 10.0  # a model call running longer: /healthz says "stalled"
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = 128
     batcher: BatcherSettings = field(default_factory=BatcherSettings)
+
+    def problems(self) -> list[tuple[str, Any, str]]:
+        """What is out of range, as (field, value, why); empty when all is well."""
+        at_least = {"max_body_bytes": 1, "max_discard_bytes": 0, "max_items": 1, "max_chars": 1, "max_tokens": 1,
+                    "max_connections": 1, "max_batch": 1, "max_wait_ms": 0, "max_queue": 1, "max_batch_tokens": 1}
+        positive = {"request_timeout_s", "stall_after_s", "header_timeout_s", "body_timeout_s"}
+        out = []
+        for obj in (self, self.batcher):
+            for f in fields(obj):
+                value = getattr(obj, f.name)
+                number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+                if f.name in positive and not (number and value > 0):
+                    out.append((f.name, value, "must be a positive number of seconds"))
+                elif f.name in at_least and not (number and value >= at_least[f.name]):
+                    out.append((f.name, value, f"must be at least {at_least[f.name]}"))
+        if self.on_long_text not in ("truncate", "reject"):
+            out.append(("on_long_text", self.on_long_text, "choose truncate or reject"))
+        return out
 
 
 class BadRequest(ValueError):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, **headers: str):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+def _show(value: str, limit: int = 80) -> str:
+    """A client's string for an error message: shortened, and printable whatever it holds."""
+    value = value if len(value) <= limit else value[:limit] + "..."
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ---- input checks ----------------------------------------------------------------------------------------------------
@@ -101,7 +163,7 @@ def _check_text(value: Any, where: str, settings: ServeSettings) -> tuple[str, b
     if not isinstance(value, str):
         raise BadRequest(400, f"{where}: expected a string, got {type(value).__name__}")
     if not value.strip():
-        raise BadRequest(400, f"{where}: empty text")
+        raise BadRequest(400, f"{where}: empty text (no visible character)")
     for i, ch in enumerate(value):
         kind = unicodedata.category(ch)
         if kind == "Cc" and ch not in "\t\n\r":
@@ -142,6 +204,66 @@ def _pairs(body: dict, settings: ServeSettings) -> tuple[list[str], list[str], l
     return a, b, cut
 
 
+# ---- the token budget ------------------------------------------------------------------------------------------------
+def _window_tokens(n: int, room: int, step: int, extra: int) -> tuple[int, int]:
+    """(windows, tokens) when `n` pieces are read in windows of `room` pieces `step` apart, each window adding
+    `extra` tokens (its [CLS]/[SEP], a QA question): the rule of tag_features, qa_features and Predictor.classify."""
+    starts = list(range(0, max(n - room, 0) + 1, step))
+    if starts[-1] + room < n:
+        starts.append(starts[-1] + step)
+    return len(starts), sum(min(room, n - b) + extra for b in starts)
+
+
+def token_costs(p: Predictor, op: str, items: list, names: list[str], budget: int) -> list[int]:
+    """The tokens the model will read for each item (windows included), checked against the per-request budget:
+    BadRequest(400) for an item with no piece at all, BadRequest(413) naming the item or the request when over.
+    Runs the tokenizer over everything, so it is called off the event loop."""
+    strings = [s for x in items for s in (x if isinstance(x, tuple) else (x,))]
+    pieces = [len(e) for e in p.tok.encode_batch(strings, add_special_tokens=False)]
+    L = p.max_length
+    per_item, k = [], 0
+    for x, name in zip(items, names):
+        if isinstance(x, tuple):  # a pair, or (question, context)
+            (na, nb), k = pieces[k:k + 2], k + 2
+            sides = ("question", "context") if op == "answer" else (f"{name}[0]", f"{name}[1]")
+            for n, where in zip((na, nb), sides):
+                if n == 0:
+                    raise BadRequest(400, f"{where}: empty text (no visible character)")
+        else:
+            n, k = pieces[k], k + 1
+            if n == 0:
+                raise BadRequest(400, f"{name}: empty text (no visible character)")
+        if op == "answer":
+            qa = p.settings.qa
+            qa_len = min(qa.max_length, p.config.max_position_embeddings)
+            q = min(na, qa.max_query_length)
+            windows, cost = _window_tokens(nb, max(qa_len - q - 3, 1), qa.doc_stride, q + 3)
+            what = f"{na} + {nb} tokens, read as {windows} window(s) of up to {qa_len}: {cost} tokens"
+        elif isinstance(x, tuple):  # pairs: truncated longest-first to the window
+            cost = min(na + nb + 3, L)
+            what = f"{na + nb + 3} tokens"
+        elif op == "classify":
+            windows, cost = _window_tokens(n, L - 2, (L - 2) // 2, 2)
+            cost = windows * L if windows > 1 else cost
+            what = f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
+        elif op == "tag":
+            windows, cost = _window_tokens(n, L - 2, max((L - 2) // 2, 1), 2)
+            what = f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
+        elif op == "explain":  # the first window only, forward and backward
+            cost = EXPLAIN_COST * min(n + 2, L)
+            what = f"{min(n + 2, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
+        else:  # embed, fill-mask: cut to the window
+            cost = min(n + 2, L)
+            what = f"{n + 2} tokens" + (f" (cut to {L})" if n + 2 > L else "")
+        if cost > budget:
+            raise BadRequest(413, f"{name}: {what}; limit {budget} tokens per request (max_tokens)")
+        per_item.append(cost)
+    if sum(per_item) > budget:
+        raise BadRequest(413, f"{names[0].split('[')[0]}: {sum(per_item)} tokens in all, limit {budget} tokens "
+                              f"per request (max_tokens): send fewer or shorter texts")
+    return per_item
+
+
 # ---- metrics ---------------------------------------------------------------------------------------------------------
 class Metrics:
     def __init__(self):
@@ -155,7 +277,7 @@ class Metrics:
         counts[next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))] += 1
         self.latency_sum[endpoint] = self.latency_sum.get(endpoint, 0.0) + seconds
 
-    def render(self, batcher: MicroBatcher, predictors: dict[str, Predictor]) -> str:
+    def render(self, batchers: dict[str, MicroBatcher], predictors: dict[str, Predictor]) -> str:
         out = ["# HELP bertkit_requests_total Requests by endpoint and status.", "# TYPE bertkit_requests_total counter"]
         out += [f'bertkit_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(self.requests.items())]
         out += ["# HELP bertkit_request_seconds Request latency.", "# TYPE bertkit_request_seconds histogram"]
@@ -167,13 +289,19 @@ class Metrics:
             out += [f'bertkit_request_seconds_sum{{endpoint="{e}"}} {self.latency_sum[e]:.6f}',
                     f'bertkit_request_seconds_count{{endpoint="{e}"}} {total}']
         out += ["# HELP bertkit_batch_size Items per model call (recent calls).", "# TYPE bertkit_batch_size histogram"]
-        sizes = list(batcher.stats.sizes)
+        sizes = [s for b in batchers.values() for s in list(b.stats.sizes)]
         for b in (*BATCH_BUCKETS, "+Inf"):
             n = sum(1 for s in sizes if b == "+Inf" or s <= b)
             out.append(f'bertkit_batch_size_bucket{{le="{b}"}} {n}')
         out += [f"bertkit_batch_size_sum {sum(sizes)}", f"bertkit_batch_size_count {len(sizes)}"]
-        out += ["# HELP bertkit_queue_depth Items waiting for the model.", "# TYPE bertkit_queue_depth gauge",
-                f"bertkit_queue_depth {batcher.depth}"]
+        out += ["# HELP bertkit_queue_depth Items waiting for the model.", "# TYPE bertkit_queue_depth gauge"]
+        out += [f'bertkit_queue_depth{{model="{m}"}} {b.depth}' for m, b in batchers.items()]
+        out += ["# HELP bertkit_model_call_seconds How long the running model call has run (0: idle).",
+                "# TYPE bertkit_model_call_seconds gauge"]
+        out += [f'bertkit_model_call_seconds{{model="{m}"}} {b.busy_for():.3f}' for m, b in batchers.items()]
+        out += ["# HELP bertkit_dropped_total Started requests stopped between model calls (client gone, deadline).",
+                "# TYPE bertkit_dropped_total counter"]
+        out += [f'bertkit_dropped_total{{model="{m}"}} {b.stats.dropped}' for m, b in batchers.items()]
         out += ["# HELP bertkit_cache_hits_total Predictor cache hits.", "# TYPE bertkit_cache_hits_total counter"]
         out += [f'bertkit_cache_hits_total{{model="{m}"}} {p.cache_hits}' for m, p in predictors.items()]
         out += ["# HELP bertkit_cache_misses_total Predictor cache misses.", "# TYPE bertkit_cache_misses_total counter"]
@@ -181,9 +309,91 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-# ---- the model side (runs in the batcher's worker thread) -----------------------------------------------------------
-def run_batch(predictors: dict[str, Predictor], model: str, op: str, items: list, options: dict) -> list:
-    p = predictors[model]
+def _endpoint_label(path: str) -> str:
+    """A bounded set of metric labels, whatever paths clients try."""
+    if path.startswith("/v1/") and path[4:] in ENDPOINTS:
+        return path[4:]
+    known = {"/healthz": "healthz", "/metrics": "metrics", "/v1/models": "models", "/openapi.json": "openapi",
+             "/docs": "docs", "/": "page"}
+    return known.get(path, "static" if path.startswith("/static/") else "other")
+
+
+async def _drain(receive, bound: int) -> bool:
+    """Read and drop the rest of a request body, up to `bound` bytes; True if it was all read."""
+    seen = 0
+    while seen <= bound:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+def _json_error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": _show(message, 2000)}, status_code=status, headers=headers)
+
+
+class Guard:
+    """The outermost layer of the app (pure ASGI): the API key, the real status of every response in /metrics,
+    and a JSON 500 instead of a traceback for anything unexpected."""
+
+    def __init__(self, app, settings: ServeSettings, metrics: Metrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+        self.key = settings.api_key.encode("utf-8") if settings.api_key is not None else None
+
+    def refusal(self, headers: dict[bytes, bytes]) -> str | None:
+        """Why the request's key is not accepted (None: it is)."""
+        auth, x_key = headers.get(b"authorization"), headers.get(b"x-api-key")
+        if auth is not None:
+            scheme, _, token = auth.strip().partition(b" ")
+            token = token.strip(b" ")
+            if scheme.lower() != b"bearer" or not token:
+                return "Authorization: expected 'Bearer <key>' (RFC 6750)"
+            given = token
+        elif x_key is not None:
+            given = x_key
+        else:
+            return "missing API key: send Authorization: Bearer <key> (or X-API-Key)"
+        return None if hmac.compare_digest(given, self.key) else "wrong API key"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), None
+
+        async def send_and_see(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        try:
+            if self.key is not None and path not in PUBLIC and not path.startswith("/static/"):
+                why = self.refusal(dict(scope["headers"]))
+                if why is not None:
+                    drained = await _drain(receive, self.settings.max_discard_bytes)
+                    response = _json_error(401, why, {"WWW-Authenticate": "Bearer",
+                                                      **({} if drained else {"Connection": "close"})})
+                    return await response(scope, receive, send_and_see)
+            await self.app(scope, receive, send_and_see)
+        except Exception as e:
+            log.exception("%s %s failed", scope.get("method"), path)
+            if status is None:
+                await _json_error(500, f"internal error ({type(e).__name__}); the server log has the details",
+                                  {"Connection": "close"})(scope, receive, send_and_see)
+            else:  # the answer had begun: what the client got is broken, count it as a failure
+                status = 500
+        finally:
+            # no response at all: the client went away first (nginx's 499)
+            self.metrics.observe(_endpoint_label(path), status if status is not None else 499,
+                                 time.perf_counter() - start)
+
+
+# ---- the model side (runs in each model's batcher thread) -----------------------------------------------------------
+def run_batch(p: Predictor, op: str, items: list, options: dict) -> list:
     if op == "classify":
         if options.get("pairs"):
             return p.classify([a for a, _ in items], [b for _, b in items])
@@ -206,35 +416,53 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
     if not predictors:
         raise ValueError("serve: no model to serve")
     settings = settings or ServeSettings()
+    if problems := settings.problems():
+        raise ValueError("serve settings: " + "; ".join(f"{f}: {v!r}: {why}" for f, v, why in problems))
     default = next(iter(predictors))
-    batcher = MicroBatcher(lambda m, op, items, opts: run_batch(predictors, m, op, items, opts), settings.batcher)
+    batchers = {name: MicroBatcher(lambda op, items, opts, p=p: run_batch(p, op, items, opts), settings.batcher,
+                                   name=name) for name, p in predictors.items()}
     metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        batcher.close(wait=True)  # graceful: what is queued is answered before the process exits
+        for b in batchers.values():  # graceful: what is queued is answered before the process exits
+            b.close(wait=False)
+        for b in batchers.values():
+            b.close(wait=True)
 
-    app = FastAPI(title="bertkit", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="bertkit", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="BERT models served with micro-batching. Bodies are JSON; see each endpoint.")
-    app.state.batcher, app.state.predictors, app.state.metrics = batcher, predictors, metrics
-
-    def error(status: int, message: str, **headers) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+    app.state.batchers, app.state.predictors, app.state.metrics = batchers, predictors, metrics
+    app.state.settings = settings
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     async def read_body(request: Request) -> dict:
-        if settings.api_key is not None:
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-                "Bearer ")
-            if given != settings.api_key:
-                raise BadRequest(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        stream = request.stream()
+
+        async def refuse(status: int, message: str):
+            seen, drained = 0, False
+            async for chunk in stream:  # the rest of the body, read and dropped up to a bound (see the docstring)
+                seen += len(chunk)
+                if seen > settings.max_discard_bytes:
+                    break
+            else:
+                drained = True
+            raise BadRequest(status, message, **({} if drained else {"Connection": "close"}))
+
+        if media != "application/json":
+            await refuse(415, f"Content-Type: expected application/json, got '{_show(media) or 'nothing'}'")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise BadRequest(413, f"body: {declared} bytes, limit {settings.max_body_bytes}")
-        raw = b""
-        async for chunk in request.stream():
+            if int(declared) > settings.max_discard_bytes:  # not worth reading: answer and close at once
+                raise BadRequest(413, f"body: {declared} bytes, limit {settings.max_body_bytes}", Connection="close")
+            await refuse(413, f"body: {declared} bytes, limit {settings.max_body_bytes}")
+        raw = bytearray()
+        async for chunk in stream:
             raw += chunk
             if len(raw) > settings.max_body_bytes:
-                raise BadRequest(413, f"body: more than {settings.max_body_bytes} bytes")
+                await refuse(413, f"body: more than {settings.max_body_bytes} bytes")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -243,31 +471,56 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
             body = json.loads(text)
         except json.JSONDecodeError as e:
             raise BadRequest(400, f"body: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise BadRequest(400, "body: JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise BadRequest(400, f"body: expected a JSON object, got {type(body).__name__}")
         return body
 
     def pick_model(body: dict, op: str) -> str:
         name = body.get("model", default)
-        if not isinstance(name, str) or name not in predictors:
-            raise BadRequest(404, f"model: '{name}' is not served (served: {', '.join(predictors)})")
+        if not isinstance(name, str):
+            raise BadRequest(400, f"model: expected a string, got {type(name).__name__}")
+        if any(unicodedata.category(ch) == "Cs" for ch in name):
+            raise BadRequest(400, "model: contains a lone surrogate (not valid Unicode)")
+        if name not in predictors:
+            raise BadRequest(404, f"model: '{_show(name)}' is not served (served: {', '.join(predictors)})")
         family = predictors[name].family
         if op not in FAMILY_OPS[family]:
             raise BadRequest(404, f"/v1/{op}: model '{name}' is a {family} model and has no head for it")
         return name
 
+    async def until_disconnected(request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def run(request: Request, model: str, op: str, items: list, names: list[str], **options) -> list:
+        """Admission (the token budget, off the event loop), then the model's queue; the work is cancelled if
+        the client disconnects first."""
+        costs = await asyncio.to_thread(token_costs, predictors[model], op, items, names, settings.max_tokens)
+        job = asyncio.ensure_future(batchers[model].submit(op, items, costs, settings.request_timeout_s, **options))
+        gone = asyncio.ensure_future(until_disconnected(request))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not job.done():  # the client went away (or this handler was cancelled): so does its work
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+                raise ClientGone()
+        return job.result()
+
     async def handle(op: str, request: Request):
-        start = time.perf_counter()
-        status = 200
         try:
             body = await read_body(request)
             model = pick_model(body, op)
             p = predictors[model]
-            timeout = settings.request_timeout_s
             if op == "classify":
                 if "pairs" in body:
                     a, b, cut = _pairs(body, settings)
-                    results = await batcher.submit(model, op, list(zip(a, b)), timeout, pairs=True)
+                    results = await run(request, model, op, list(zip(a, b)), [f"pairs[{i}]" for i in range(len(a))],
+                                        pairs=True)
                 else:
                     texts, cut = _texts(body, "texts", settings)
                     explain = body.get("explain", False)
@@ -275,7 +528,8 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
                         raise BadRequest(400, "explain: expected true or false")
                     if explain and (p.family != "classification" or not isinstance(p.model, torch.nn.Module)):
                         raise BadRequest(400, "explain: needs a classification model on the float torch backend")
-                    results = await batcher.submit(model, "explain" if explain else op, texts, timeout)
+                    results = await run(request, model, "explain" if explain else op, texts,
+                                        [f"texts[{i}]" for i in range(len(texts))])
                 payload = {"results": [{**r, **({"truncated": True} if c else {})} for r, c in zip(results, cut)]}
             elif op in ("tag", "fill-mask"):
                 texts, cut = _texts(body, "texts", settings)
@@ -285,45 +539,43 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
                     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
                         raise BadRequest(400, "top_k: expected an integer between 1 and 100")
                     # checked here, not in the worker: one bad text must not fail the other requests of its batch
-                    encs = p.tok.encode_batch(texts, max_length=p.max_length)
+                    encs = await asyncio.to_thread(p.tok.encode_batch, texts, max_length=p.max_length)
                     bad = next((i for i, e in enumerate(encs) if p.tok.mask_id not in e.ids), None)
                     if bad is not None:
                         raise BadRequest(400, f"texts[{bad}]: no [MASK] token to fill")
                     options["top_k"] = top_k
-                results = await batcher.submit(model, op, texts, timeout, **options)
+                results = await run(request, model, op, texts, [f"texts[{i}]" for i in range(len(texts))],
+                                    **options)
                 payload = {"results": [{**r, **({"truncated": True} if c else {})} for r, c in zip(results, cut)]}
             elif op == "answer":
                 (q, c1), (ctx, c2) = (_check_text(body.get("question"), "question", settings),
                                       _check_text(body.get("context"), "context", settings))
-                [answer] = await batcher.submit(model, op, [(q, ctx)], timeout)
+                [answer] = await run(request, model, op, [(q, ctx)], ["question + context"])
                 payload = {**answer, **({"truncated": True} if c1 or c2 else {})}
             elif op == "embed":
                 texts, cut = _texts(body, "texts", settings)
-                vectors = await batcher.submit(model, op, texts, timeout, normalize=True)
+                vectors = await run(request, model, op, texts, [f"texts[{i}]" for i in range(len(texts))],
+                                    normalize=True)
                 payload = {"vectors": [np.asarray(v).tolist() for v in vectors], "truncated": cut}
             else:  # similarity
                 a, b, cut = _pairs(body, settings)
-                vectors = await batcher.submit(model, "embed", a + b, timeout, normalize=True)
                 n = len(a)
+                vectors = await run(request, model, "embed", a + b,
+                                    [f"pairs[{i % n}][{i // n}]" for i in range(2 * n)], normalize=True)
                 payload = {"scores": [float(np.dot(vectors[i], vectors[n + i])) for i in range(n)]}
             return JSONResponse(payload)
         except BadRequest as e:
-            status = e.status
-            return error(e.status, str(e))
+            return _json_error(e.status, str(e), e.headers)
         except QueueFull as e:
-            status = 503
-            return error(503, f"overloaded: {e}", **{"Retry-After": "1"})
+            return _json_error(503, f"overloaded: {e}", {"Retry-After": "1"})
         except ShuttingDown as e:
-            status = 503
-            return error(503, str(e), **{"Retry-After": "5"})
+            return _json_error(503, str(e), {"Retry-After": "5"})
         except TimeoutError as e:
-            status = 504
-            return error(504, str(e))
+            return _json_error(504, str(e))
+        except (ClientGone, ClientDisconnect):
+            return Response(status_code=499)  # nobody reads it; /metrics counts it
         except ValueError as e:  # the library's input checks (e.g. a text that tokenises to nothing)
-            status = 400
-            return error(400, str(e))
-        finally:
-            metrics.observe(op, status, time.perf_counter() - start)
+            return _json_error(400, str(e))
 
     def route(op: str):
         async def endpoint(request: Request):
@@ -339,11 +591,16 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
     @app.get("/healthz")
     def healthz():
         # the process id tells which of `--workers N` processes answered
-        return {"status": "ok", "models": list(predictors), "queue_depth": batcher.depth, "pid": os.getpid()}
+        stalled = [{"model": m, "running_s": round(b.busy_for(), 1), **({} if b.alive else {"worker": "dead"})}
+                   for m, b in batchers.items() if b.busy_for() > settings.stall_after_s or not b.alive]
+        out = {"status": "stalled" if stalled else "ok", "models": list(predictors),
+               "queue_depth": sum(b.depth for b in batchers.values()), "pid": os.getpid(),
+               **({"stalled": stalled} if stalled else {})}
+        return JSONResponse(out, status_code=503 if stalled else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus():
-        return metrics.render(batcher, predictors)
+        return metrics.render(batchers, predictors)
 
     @app.get("/v1/models")
     def models():
@@ -359,13 +616,14 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
         def page():
             return FileResponse(STATIC / "index.html")
 
+        @app.get("/docs", include_in_schema=False)
+        def docs():  # the package's own page over /openapi.json: works offline, no third-party assets
+            return FileResponse(STATIC / "docs.html")
+
     return app
 
 
 # ---- processes ---------------------------------------------------------------------------------------------------
-CONFIG_ENV = "BERTKIT_SERVE_CONFIG"
-
-
 def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "torch", int8: bool = False,
                     cache_size: int = 0) -> dict[str, Predictor]:
     from bertkit.infer.predictor import PredictorSettings
@@ -375,11 +633,22 @@ def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "to
             for name, path in models.items()}
 
 
+def server_options(settings: ServeSettings, in_process: bool = True) -> dict:
+    """uvicorn options that enforce the connection limits of `settings`: the guarded protocol (read timeouts)
+    and the connection cap. Worker processes (`in_process=False`) take the protocol class by name, and it reads
+    its timeouts from the serve settings in the environment."""
+    protocol = (GuardedH11Protocol.with_timeouts(settings.header_timeout_s, settings.body_timeout_s) if in_process
+                else GuardedH11Protocol)
+    return {"http": protocol, "limit_concurrency": settings.max_connections}
+
+
+def settings_from_dict(raw: dict) -> ServeSettings:
+    return ServeSettings(**{k: v for k, v in raw.items() if k != "batcher"}, batcher=BatcherSettings(**raw["batcher"]))
+
+
 def app_from_env():
     """The app a worker process builds from the JSON config `bertkit serve` put in the environment
     (uvicorn's factory for --workers N: each process loads its own models)."""
     cfg = json.loads(os.environ[CONFIG_ENV])
     predictors = load_predictors(cfg["models"], cfg["threads"], cfg["backend"], cfg["int8"], cfg["cache_size"])
-    settings = ServeSettings(**{k: v for k, v in cfg["settings"].items() if k != "batcher"},
-                             batcher=BatcherSettings(**cfg["settings"]["batcher"]))
-    return create_app(predictors, settings)
+    return create_app(predictors, settings_from_dict(cfg["settings"]))
