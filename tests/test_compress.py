@@ -4,6 +4,10 @@ with fp32 on a real evaluation set), the ONNX export and backend (parity with Py
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,7 +267,14 @@ def test_onnx_export_matches_pytorch(cls, field, unpad, tmp_path):
         assert (want[real] - got[real]).abs().max() <= 1e-4
 
 
-def test_onnx_backend_and_int8_in_the_predictor(tmp_path, tok, capsys):
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """The ONNX cache of a test: its own directory, through the variable users set."""
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def test_onnx_backend_and_int8_in_the_predictor(tmp_path, tok, cache, capsys):
     pytest.importorskip("onnxruntime")
     src = tmp_path / "qa"
     tiny(BertForQuestionAnswering, layers=2).save_pretrained(src, tokenizer=tok)
@@ -274,24 +285,97 @@ def test_onnx_backend_and_int8_in_the_predictor(tmp_path, tok, capsys):
     for a, b in zip(torch_answers, onnx_answers):
         assert (a["start"], a["end"], a["answer"]) == (b["start"], b["end"], b["answer"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
-    assert (src / "onnx" / "model.onnx").exists() and (src / "onnx" / "source.json").exists()
+    (entry,) = cache.iterdir()
+    assert (entry / "model.onnx").is_file() and not (src / "onnx").exists()
     # int8 through ONNX Runtime, and through the CLI
     int8 = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", int8=True)).answer(question, context)
-    assert len(int8) == 2 and (src / "onnx" / "model.int8.onnx").exists()
+    assert len(int8) == 2 and (entry / "model.int8.onnx").is_file()
     lines = tmp_path / "q.jsonl"
     lines.write_text(json.dumps({"question": "Who won?", "context": context[0]}) + "\n", encoding="utf-8")
     assert main(["predict", "--model", str(src), "--input", str(lines), "--output", str(tmp_path / "o.jsonl"),
                  "--backend", "onnx", "--int8"]) == 0
-    assert main(["export", "--model", str(src), "--onnx", "--output", str(tmp_path / "x.onnx")]) == 0
-    assert (tmp_path / "x.onnx").stat().st_size > 0
-    # new weights in the directory: the export is redone, not served stale
-    stamp = (src / "onnx" / "source.json").read_text()
+    for extra in ([], ["--int8"]):
+        assert main(["export", "--model", str(src), "--onnx", "--output", str(tmp_path / "x.onnx")] + extra) == 0
+        assert (tmp_path / "x.onnx").stat().st_size > 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o.jsonl", "q.jsonl", "qa", "x.onnx"]
+    # new weights in the directory: a new entry, not the stale export
     tiny(BertForQuestionAnswering, layers=2, initializer_range=0.05).save_pretrained(src, tokenizer=tok)
     Predictor.from_pretrained(src, PredictorSettings(backend="onnx"))
-    assert (src / "onnx" / "source.json").read_text() != stamp
-    (src / "onnx" / "model.onnx").write_bytes(b"not onnx")  # a fresh stamp, a broken file: it names itself
+    assert len(list(cache.iterdir())) == 2
+    (entry,) = [e for e in cache.iterdir() if not (e / "model.int8.onnx").exists()]
+    (entry / "model.onnx").write_bytes(b"not onnx")  # a damaged entry names itself
     with pytest.raises(CheckpointError, match="model.onnx"):
         Predictor.from_pretrained(src, PredictorSettings(backend="onnx"))
+
+
+def test_onnx_export_is_not_stale_after_config_json_changes(tmp_path, tok, cache):
+    """The issue's reproduction: hidden_act changed to relu in config.json; PyTorch 0.678, ONNX still 0.951."""
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "enc"
+    tiny(BertModel, layers=2).save_pretrained(src, tokenizer=tok)
+    text = ["a gorgeous, witty, seductive movie"]
+    before = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).embed(text)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    want = Predictor.from_pretrained(src).embed(text)
+    got = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).embed(text)
+    assert np.abs(want - before).max() > 1e-2  # the change matters...
+    np.testing.assert_allclose(got, want, atol=1e-4)  # ...and the ONNX backend follows it
+
+
+def test_onnx_export_of_a_read_only_model_directory_writes_nothing_there(tmp_path, tok, cache, capsys):
+    """The issue's reproduction: PermissionError on a read-only directory, 113 MB written into site-packages."""
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "ro"
+    tiny(BertForTokenClassification, layers=2).save_pretrained(src, tokenizer=tok)
+    before = sorted(p.name for p in src.rglob("*"))
+    os.chmod(src, 0o555)  # read-only for a normal user (root writes anyway: the listing below is the check then)
+    try:
+        assert main(["export", "--model", str(src), "--onnx"]) == 0
+        path = Path(capsys.readouterr().out.strip())
+        assert path.is_file() and path.parent.parent == cache
+        assert Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).tag(["Paris"])
+    finally:
+        os.chmod(src, 0o755)
+    assert sorted(p.name for p in src.rglob("*")) == before
+
+
+WORKER = """
+import sys
+from bertkit.infer.predictor import Predictor, PredictorSettings
+print(Predictor.from_pretrained(sys.argv[1], PredictorSettings(backend="onnx", threads=1)).classify(["fine"])[0]["label"])
+"""
+
+
+def test_two_workers_exporting_at_once_share_one_export(tmp_path, tok, cache):
+    """The issue's reproduction: two workers exporting at once corrupted the export (DecodeError, a worker died)."""
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "clf"
+    tiny(BertForSequenceClassification, layers=2).save_pretrained(src, tokenizer=tok)
+    env = {**os.environ, "BERTKIT_CACHE": str(cache.parent), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(src)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    assert sum(err.count("exporting /") for _, err in outs) == 1  # one export, the other worker waited for it
+    (entry,) = cache.iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == [".lock", "model.onnx", "source.json"]
+
+
+def test_interrupted_exports_leave_no_temporaries(tmp_path, tok, cache):
+    """The issue's reproduction: 0-byte ONNX temporaries of an interrupted export stayed forever."""
+    pytest.importorskip("onnxruntime")
+    from bertkit.infer.onnxrt import export_key, onnx_file
+
+    src = tmp_path / "enc"
+    tiny(BertModel, layers=2).save_pretrained(src, tokenizer=tok)
+    entry, other = cache / export_key(src, BertModel), cache / "0123abcd"
+    for d in (entry, other):  # what a SIGKILL in the middle of atomic_path leaves
+        d.mkdir(parents=True)
+        (d / ".lock").touch()
+        (d / ".model.onnx.k3j2h1.tmp").touch()
+    assert onnx_file(src, BertModel) == entry / "model.onnx"
+    assert not list(entry.glob("*.tmp")) and not list(other.glob("*.tmp"))
 
 
 # ---- the cache ------------------------------------------------------------------------------------------------------

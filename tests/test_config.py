@@ -51,3 +51,31 @@ def test_errors_name_the_field(tmp_path):
     (tmp_path / "config.json").write_bytes(b'{"hidden_size": 7\xff}')
     with pytest.raises(ConfigError, match="not valid UTF-8"):
         BertConfig.from_json_file(tmp_path)
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("max_position_embeddings", 10 ** 12, "must be at most 1,048,576"),
+    ("vocab_size", 10 ** 12, "must be at most 16,777,216"),
+    ("hidden_size", 0, "must be a positive integer"),
+    ("num_attention_heads", -4, "must be a positive integer"),
+    ("hidden_size", 129, "must be divisible by num_attention_heads"),
+    ("intermediate_size", 2.5, "must be a positive integer"),
+])
+def test_absurd_sizes_in_config_json_are_named_before_allocation(tmp_path, field, value, why):
+    """The issue's reproduction: max_position_embeddings 10^12 reached the allocator (a traceback)."""
+    from bertkit import BertModel
+    from bertkit.cli import main
+
+    BertModel(BertConfig.named("tiny", vocab_size=50, max_position_embeddings=16)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(ConfigError, match=rf"config.json: field '{field}' = .*{why}"):
+        BertModel.from_pretrained(tmp_path)
+    (tmp_path / "in.txt").write_text("a line\n")
+    assert main(["encode", "--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), "--output",
+                 str(tmp_path / "o.npz")]) == 2
+
+
+def test_sizes_each_possible_but_together_absurd_are_refused():
+    with pytest.raises(ConfigError, match=r"make [\d,]+ parameters \(\d[\d,]* GB in float32\)"):
+        BertConfig(vocab_size=1 << 24, hidden_size=1 << 16, num_attention_heads=64)

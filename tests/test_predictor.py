@@ -56,3 +56,26 @@ def test_regression_and_family_errors(tok):
     assert v.shape == (3, 128) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="not classification"):
         enc.classify(["x"])
+
+
+def test_two_hundred_line_vocab_for_a_30522_row_embedding_is_refused(tmp_path, tok):
+    """The issue's reproduction: a 200-line vocab.txt for a 30,522-row embedding (0.951 -> 0.867, no word)."""
+    from bertkit.tokenizer import TokenizerError, VocabularyWarning
+
+    src = tmp_path / "m"
+    tiny(BertForSequenceClassification).save_pretrained(src, tokenizer=tok)
+    Predictor.from_pretrained(src)  # the pair as saved loads
+    (src / "tokenizer.json").unlink()
+    lines = (src / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (src / "vocab.txt").write_text("\n".join(lines[:200]) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"m: the tokenizer has 200 tokens for the model's 30522 embedding rows "
+                                             r"\(under 90 %\)"):
+        Predictor.from_pretrained(src)
+    # a table padded beyond the vocabulary (common, transformers accepts it) loads with a named warning
+    (src / "vocab.txt").write_text("\n".join(lines[:30500]) + "\n", encoding="utf-8")
+    with pytest.warns(VocabularyWarning, match="the last 22 rows are never used"):
+        Predictor.from_pretrained(src)
+    # ids beyond the embedding rows are an error
+    (src / "vocab.txt").write_text("\n".join(lines + ["extra1", "extra2"]) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"ids up to 30523 but the model's embedding has 30522 rows"):
+        Predictor.from_pretrained(src)

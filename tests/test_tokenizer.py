@@ -251,3 +251,19 @@ def test_copy_of_minilm_without_tokenizer_json_still_matches(minilm_dir, tmp_pat
     a, b = Tokenizer.from_pretrained(minilm_dir), Tokenizer.from_pretrained(tmp_path)
     text = "Ünïcode Résumé, naïve café — 한국어 and 中文!"
     assert a.encode(text).ids == b.encode(text).ids
+
+
+def test_duplicated_cls_in_vocab_txt_names_the_lines(tmp_path):
+    """The issue's reproduction: a second [CLS] line shifted every later id (0.951 -> 0.942) without a word."""
+    tokens = list(SPECIALS) + ["hello", "[CLS]", "world", "world"]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab.txt: duplicated tokens \(2\): '\[CLS\]' on lines 3, 7; "
+                                             r"'world' on lines 8, 9"):
+        Tokenizer.from_pretrained(tmp_path)
+    good = Tokenizer.from_vocab(list(SPECIALS) + ["hello", "world"])
+    good.save(tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["model"]["vocab"]["world"] = spec["model"]["vocab"]["hello"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerError, match=r"tokenizer.json: tokens 'hello' and 'world' share the id 5"):
+        Tokenizer.from_pretrained(tmp_path)

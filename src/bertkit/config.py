@@ -27,6 +27,14 @@ SIZES: dict[str, tuple[int, int, int]] = {
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
+# Upper bounds, checked before anything is allocated: far above any BERT (BERT-large: 24 layers of 1024, 30,522
+# pieces, 512 positions; the largest multilingual vocabularies have ~250k), far below what a typo or a hostile file
+# asks for (max_position_embeddings 10^12 used to reach the allocator).
+LIMITS = {"vocab_size": 1 << 24, "hidden_size": 1 << 16, "num_hidden_layers": 1 << 10, "num_attention_heads": 1 << 12,
+          "intermediate_size": 1 << 18, "max_position_embeddings": 1 << 20, "type_vocab_size": 1 << 16}
+MAX_PARAMETERS = 10 ** 11  # 400 GB in float32
+
+
 class ConfigError(ValueError):
     """A config.json that is missing, not JSON, or holds an impossible value; the message names file and field."""
 
@@ -89,8 +97,14 @@ class BertConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "must be a positive integer")
+            if v > LIMITS[name]:
+                raise bad(name, f"must be at most {LIMITS[name]:,} (no BERT comes near it)")
         if self.hidden_size % self.num_attention_heads:
             raise bad("hidden_size", f"must be divisible by num_attention_heads ({self.num_attention_heads})")
+        if (n := self.num_parameters()) > MAX_PARAMETERS:
+            raise ConfigError(f"{source}: fields vocab_size, hidden_size, intermediate_size, num_hidden_layers and "
+                              f"max_position_embeddings make {n:,} parameters ({4 * n / 1e9:,.0f} GB in float32), "
+                              f"over the {MAX_PARAMETERS:,} bertkit accepts")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable, Sequence
@@ -163,6 +164,11 @@ class Tokenizer:
             if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
                 raise TokenizerError(f"{d / 'tokenizer.json'}: field 'model' is not a WordPiece model with a vocab")
             vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+            if len(set(vocab.values())) != len(vocab):
+                seen: dict[int, str] = {}
+                clash = next((t, seen[i]) for t, i in vocab.items() if seen.setdefault(i, t) != t)
+                raise TokenizerError(f"{d / 'tokenizer.json'}: tokens {clash[1]!r} and {clash[0]!r} share the id "
+                                     f"{vocab[clash[0]]}; each id must name one token")
             try:
                 engine = Engine.from_file(str(d / "tokenizer.json"))
             except Exception as e:
@@ -289,6 +295,27 @@ class Tokenizer:
             mask[i] = token.startswith("##")
         return mask
 
+    def covering_prefix(self, text: str, tokens: int) -> str | None:
+        """A prefix of `text` whose first `tokens` WordPiece tokens are those of `text` itself, whatever follows
+        the prefix or was cut off after it; None when `text` (taken as possibly cut) does not hold that many.
+
+        Why a character count cannot decide it: one token may cover any number of characters (a word over 100
+        characters is one [UNK]; control and zero-width characters, accents and runs of spaces vanish in
+        normalisation), so no prefix length is safe a priori. But normalisation acts per character and WordPiece
+        per word, so the tokens of every word that ends before the last word of a prefix are final. Prefixes are
+        tried at growing lengths; the last word of each is not counted."""
+        if tokens <= 0:
+            return text[:0]
+        n = min(len(text), 8 * tokens)
+        while True:
+            e = self._engine.encode(text[:n], add_special_tokens=False)
+            words = e.word_ids  # non-decreasing: the tokens before the last word's first one are final
+            if words and words.index(words[-1]) >= tokens:
+                return text[:n]
+            if n == len(text):
+                return None
+            n = min(len(text), 4 * n)
+
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens without [CLS]/[SEP]."""
         _check_text(text, "text")
@@ -300,6 +327,30 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Ids back to text: `##` pieces joined, specials dropped (lower-casing and accents do not come back)."""
         return self._engine.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
+class VocabularyWarning(UserWarning):
+    """A tokenizer and a model that work together but may not be a pair (fewer tokens than embedding rows)."""
+
+
+def check_vocab(tok: Tokenizer, config, source: str | Path) -> None:
+    """A model and its tokenizer, loaded together: every id the tokenizer gives must have an embedding row.
+
+    transformers checks nothing here: an id beyond the rows fails at the first text that produces it (an index
+    error), and a vocabulary far smaller than the embedding silently shifts which rows are read. Rows beyond the
+    vocabulary are common and harmless in small numbers (tables padded to a multiple of 8 or 128, reserved rows),
+    so a vocabulary covering at least 90 % of the rows gets a named warning; less is an error: padding never
+    accounts for 10 % of a real vocabulary, a wrong or truncated vocab.txt does (200 lines for 30,522 rows)."""
+    rows, size = config.vocab_size, tok.vocab_size
+    if size > rows:
+        raise TokenizerError(f"{source}: the tokenizer has ids up to {size - 1} but the model's embedding has "
+                             f"{rows} rows (config.json vocab_size): not this model's vocabulary")
+    if size < rows:
+        where = f"{source}: the tokenizer has {size} tokens for the model's {rows} embedding rows"
+        if size < 0.9 * rows:
+            raise TokenizerError(f"{where} (under 90 %): not this model's vocabulary, or a truncated vocab.txt")
+        warnings.warn(f"{where}: the last {rows - size} rows are never used (padding?)", VocabularyWarning,
+                      stacklevel=2)
 
 
 def _check_text(text, field: str) -> None:
@@ -334,9 +385,18 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise TokenizerError(f"{path}: line {line}: not valid UTF-8") from None
-    vocab = {}
+    vocab: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
     for i, line in enumerate(io.StringIO(text, newline=None).readlines()):  # universal newlines, as the reference
-        vocab[line.rstrip("\n")] = i
+        token = line.rstrip("\n")
+        if token in vocab:  # the reference keeps the last id silently: ids shift and the model reads other rows
+            repeated.setdefault(token, [vocab[token] + 1]).append(i + 1)
+        else:
+            vocab[token] = i
+    if repeated:
+        listed = "; ".join(f"{t!r} on lines {', '.join(map(str, lines))}" for t, lines in list(repeated.items())[:5])
+        raise TokenizerError(f"{path}: duplicated tokens ({len(repeated)}): {listed}; each token must appear once "
+                             f"(its line number is its id)")
     if not vocab:
         raise TokenizerError(f"{path}: empty vocabulary")
     missing = [t for t in SPECIALS if t not in vocab]

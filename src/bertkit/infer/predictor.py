@@ -41,7 +41,7 @@ from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionA
                            BertForSequenceClassification, BertForTokenClassification, HEADS)
 from bertkit.metrics import chunks
 from bertkit.model import BertModel
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenizer import Tokenizer, check_vocab
 
 FAMILIES = {BertForMaskedLM: "fill-mask", BertForPreTraining: "fill-mask",
             BertForSequenceClassification: "classification", BertForTokenClassification: "tagging",
@@ -85,7 +85,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, settings: PredictorSettings | None = None) -> Predictor:
         """The head named in config.json `architectures` (a bare encoder for embeddings), on the backend and in the
-        precision that `settings` ask for. The ONNX backend exports the model to `path/onnx/` the first time."""
+        precision that `settings` ask for. The ONNX backend exports the model once into the cache (`onnx_file`).
+        The tokenizer must fit the embedding (`check_vocab`)."""
         from bertkit.infer.quantize import int8_dir, load_int8, quantize_int8
 
         settings = settings or PredictorSettings()
@@ -101,6 +102,7 @@ class Predictor:
             raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
                                   f"inference path for it")
         tokenizer = Tokenizer.from_pretrained(directory)
+        check_vocab(tokenizer, config, directory)
         if int8_dir(directory):
             if settings.backend != "torch":
                 raise ValueError(f"{directory}: an int8 directory runs on the torch backend; for ONNX Runtime "
@@ -320,6 +322,8 @@ class Predictor:
         if settings.max_length > self.config.max_position_embeddings:
             settings = QASettings(**{**settings.__dict__, "max_length": self.config.max_position_embeddings})
         features = qa_features(self.tok, examples, settings)
+        # qa_features keeps the first max_query_length pieces of a question: say when it cut one
+        q_pieces = [len(e) for e in self.tok.encode_batch([ex.question for ex in examples], add_special_tokens=False)]
         logits = self._run([(f.input_ids, f.token_type_ids) for f in features],
                            lambda out, b: list(zip(out.start_logits.float().cpu().numpy(),
                                                    out.end_logits.float().cpu().numpy())), "spans")
@@ -329,12 +333,14 @@ class Predictor:
             idx = grouped.get(n, [])
             a = qa_decode(ex, [features[i] for i in idx], [logits[i][0][:len(features[i].input_ids)] for i in idx],
                           [logits[i][1][:len(features[i].input_ids)] for i in idx], settings, allow_empty=allow_empty)
-            results.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score})
+            results.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score,
+                            **({"question_truncated": True} if q_pieces[n] > settings.max_query_length else {})})
         return results
 
     def fill_mask(self, texts: Sequence[str], top_k: int = 5) -> list[dict]:
         """For every `[MASK]` of each text, the `top_k` most likely pieces: `{"masks": [[{"token", "score"}, ...],
-        ...]}` in the order the masks appear. Only masked positions are projected onto the vocabulary."""
+        ...]}` in the order the masks appear, and `"truncated": true` when the text was cut to the model's window
+        (its later masks are not filled). Only masked positions are projected onto the vocabulary."""
         if self.family != "fill-mask":
             raise ValueError(f"this model does {self.family}, not fill-mask (it needs an MLM head)")
         mask_id = self.tok.mask_id
@@ -357,7 +363,10 @@ class Predictor:
             return results
 
         masks = self._run([(e.ids, e.type_ids) for e in encs], fill, f"fill{k}", model=self.model.bert)
-        return [{"masks": m} for m in masks]
+        # a text cut to the window loses the masks beyond it: say so (only texts that reached the window are re-read)
+        long_ = [i for i, e in enumerate(encs) if len(e) == self.max_length]
+        cut = {i for i, f in zip(long_, self.tok.encode_batch([texts[i] for i in long_])) if len(f) > self.max_length}
+        return [{"masks": m, **({"truncated": True} if i in cut else {})} for i, m in enumerate(masks)]
 
     def embed(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
         """(len(texts), H) mean of the last layer over each text's real tokens."""
