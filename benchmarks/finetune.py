@@ -95,8 +95,7 @@ def main() -> None:
                 "--threads", str(args.threads), *extra]
         if args.save_every:
             argv += ["--save-every", str(args.save_every)]
-        if args.resume:
-            argv += ["--resume"]
+        argv += ["--resume"] if args.resume else ["--overwrite"]  # a rerun replaces the table's earlier run
         resumed = args.resume and (out / "checkpoints").exists()
         start = time.perf_counter()
         buf = io.StringIO()

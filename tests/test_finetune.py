@@ -79,7 +79,8 @@ def test_finetune_cli_pretrained_and_random(tmp_path, minilm_dir, capsys):
         config = json.loads((out / "config.json").read_text())
         assert config["architectures"] == ["BertForSequenceClassification"]
         assert config["id2label"] == {"0": "negative", "1": "positive"}
-    assert main(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(tmp_path), "--out",
+    (tmp_path / "empty").mkdir()
+    assert main(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(tmp_path / "empty"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "no dev.tsv, .csv, .jsonl or .json (gzipped or not)" in capsys.readouterr().err
 
@@ -210,6 +211,7 @@ def test_interrupted_finetuning_resumes_exactly_with_its_best_epoch_and_time(tin
                              eval_file=str(find_split(mrpc, "dev")), epochs=3, max_train_examples=96,
                              max_eval_examples=48)
         cfg.train.lr, cfg.train.threads, cfg.train.save_every, cfg.train.keep_checkpoints = 1e-3, 1, 2, 10
+        cfg.train.log_every = 3  # a log window (4..6) straddles the resume point (4)
         return cfg
 
     full = run_finetune(config(tmp_path / "full"), show_progress=False)
@@ -229,6 +231,11 @@ def test_interrupted_finetuning_resumes_exactly_with_its_best_epoch_and_time(tin
     assert all(torch.equal(a[k], b[k]) for k in a)
     evals = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals if r["split"] == "eval"] == [3, 6, 9]  # the curve continues, no duplicates
+    # the same rows as the uninterrupted run's, but for the wall-clock fields
+    def rows(run):
+        return [{k: v for k, v in json.loads(x).items() if k not in ("time", "tokens_per_s")}
+                for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert rows("part") == rows("full")
 
     # through the CLI: resuming a finished run trains no further and reports the same best evaluation
     assert main(["finetune", "--task", "mrpc", "--model", str(tiny_dir), "--data", str(mrpc), "--out",
@@ -270,5 +277,5 @@ def test_gradient_accumulation_gives_the_same_step(tiny_dir, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "x"), "--grad-accum", "3"]) == 2
     assert "--batch-size 32 is not a multiple of --grad-accum 3" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "x"), "--grad-accum", "0"]) == 2
-    assert "--grad-accum 0 must be at least 1" in capsys.readouterr().err
+    assert "--grad-accum 0: must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -72,6 +72,8 @@ def test_sigkill_while_saving_then_resume_continues_the_same_curve(small_corpus,
     for step in range(1, 13):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), step
     assert [p.name for p in checkpoints(tmp_path / "crash")] == ["step-0000008", "step-0000012"]
+    # the interrupted save's temporary directory (a full checkpoint's size) was left forever; resuming removes it
+    assert list((tmp_path / "crash" / "checkpoints").glob(".tmp-step-*")) == []
 
 
 def test_outputs_load_in_transformers_and_curves_exist(small_corpus, tmp_path):
@@ -138,8 +140,17 @@ def test_damaged_trainer_state_is_named(small_corpus, tmp_path):
     run_pretrain(cfg, show_progress=False)
     state = checkpoints(tmp_path / "run")[-1] / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:100])
-    cfg.train.steps = 6
     with pytest.raises(CheckpointError, match="step-0000004/trainer_state.pt: not a readable trainer state"):
+        run_pretrain(cfg, resume=True, show_progress=False)
+
+
+def test_pretrain_resume_with_other_flags_is_refused_naming_them(small_corpus, tmp_path):
+    """A resume with another learning rate or step count silently continued a schedule it did not start."""
+    cfg = config(small_corpus, tmp_path / "run", steps=2, save_every=2)
+    run_pretrain(cfg, show_progress=False)
+    cfg.train.lr, cfg.train.steps, cfg.train.threads = 1e-3, 4, 2  # threads may change between parts
+    with pytest.raises(ValueError, match=r"pretrain_config.json: --resume with a different config "
+                                         r"\(train.lr: 0.0005 -> 0.001, train.steps: 2 -> 4\)"):
         run_pretrain(cfg, resume=True, show_progress=False)
 
 

@@ -19,13 +19,9 @@ leaves a half-written checkpoint over a good one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bertkit.config import BertConfig, ConfigError
+from bertkit.io import atomic_path, atomic_write_text  # noqa: F401  (their old home; other modules import them here)
 
 log = logging.getLogger("bertkit.checkpoint")
 
@@ -208,26 +205,6 @@ def load_model(path: str | Path, strict: bool = True, **config_overrides):
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; renamed onto `path` only if the block succeeds, so a crash or
-    an error never leaves a half-written file over a good one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def save_pretrained(model: torch.nn.Module, path: str | Path, tokenizer=None) -> None:
     """config.json + model.safetensors (+ the tokenizer's files) that `transformers` loads with from_pretrained."""
     directory = Path(path)

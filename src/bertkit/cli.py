@@ -5,12 +5,15 @@ what the console script and the tests call. Errors in the user's input end in on
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import itertools
 import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,44 +29,148 @@ class InputError(ValueError):
 FINETUNE_TASKS = list(TASK_INFO)
 
 
-def read_inputs(path: str, pairs: bool) -> Iterator[tuple[int, str, str | None]]:
-    """(line number, text, text_pair) for each line of an input file; `-` reads standard input.
-    With `pairs`, each line is `text<TAB>text_pair`. Empty lines are kept (an empty text is valid input)."""
+MAX_CHARS = 1_000_000  # default --max-chars: characters of one input field read into memory
+READ_BYTES = 1 << 20  # a line is read in pieces of at most this many bytes, so no line sits in memory whole
+
+
+class InputLine(NamedTuple):
+    lineno: int
+    text: str
+    pair: str | None
+    cut: tuple[bool, bool]  # (text, pair) longer than max_chars: only the first max_chars characters are here
+
+
+def read_inputs(path: str, pairs: bool, max_chars: int = MAX_CHARS) -> Iterator[InputLine]:
+    """An `InputLine` for each line of an input file; `-` reads standard input. With `pairs`, each line is
+    `text<TAB>text_pair`. Empty lines are kept (an empty text is valid input). Memory is bounded whatever the
+    file: a line is read in pieces, and each field keeps at most `max_chars` characters (`cut` says which were
+    longer; the rest is still checked for UTF-8 and, with pairs, for tabs). What a verb may do with a cut field is
+    `_fit`'s business."""
+    if max_chars < 1:
+        raise InputError(f"--max-chars {max_chars}: must be at least 1")
     stream = sys.stdin.buffer if path == "-" else None
     if stream is None and not Path(path).is_file():
         raise InputError(f"{path}: file not found")
     with (open(path, "rb") if stream is None else stream) as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {e.start})") from None
-            if not pairs:
-                yield lineno, line, None
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2:
-                raise InputError(f"{path}: line {lineno}: expected 'text<TAB>text_pair', found {len(parts)} "
+        lineno = 0
+        while raw := f.readline(READ_BYTES):
+            lineno += 1
+            if raw.endswith(b"\n") or len(raw) < READ_BYTES:  # the whole line in one piece
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {e.start})") from None
+                fields = line.split("\t") if pairs else [line]
+                sizes = [len(x) for x in fields]
+                fields = [x[:max_chars] for x in fields]
+            else:
+                fields, sizes = _read_long_line(f, raw, pairs, max_chars, f"{path}: line {lineno}")
+            if pairs and len(sizes) != 2:
+                raise InputError(f"{path}: line {lineno}: expected 'text<TAB>text_pair', found {len(sizes)} "
                                  f"tab-separated field(s)")
-            yield lineno, parts[0], parts[1]
+            cut = (sizes[0] > max_chars, pairs and sizes[1] > max_chars)
+            yield InputLine(lineno, fields[0], fields[1] if pairs else None, cut)
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
+def _read_long_line(f, raw: bytes, pairs: bool, max_chars: int, where: str) -> tuple[list[str], list[int]]:
+    """The rest of a line that did not fit in one read: its fields (the first `max_chars` characters of the first
+    two) and every field's length in characters."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    kept: list[list[str]] = [[], []]
+    sizes = [0]
+    held = 0  # '\r's ending the last piece: dropped if the line ends right after them, as rstrip("\r\n") does
+    offset = 0  # bytes of the line before `raw`
+
+    def add(text: str) -> None:
+        i = len(sizes) - 1
+        if i < 2 and sizes[i] < max_chars:
+            kept[i].append(text[:max_chars - sizes[i]])
+        sizes[i] += len(text)
+
+    while True:
+        end = raw.endswith(b"\n") or len(raw) < READ_BYTES
+        try:
+            text = decoder.decode(raw, final=end)
+        except UnicodeDecodeError as e:
+            raise InputError(f"{where}: not valid UTF-8 (byte {max(0, offset + e.start)})") from None
+        offset += len(raw)
+        body = text.rstrip("\r\n") if end else text.rstrip("\r")
+        if body and held:
+            add("\r" * min(held, max_chars + 1))
+            sizes[-1] += held - min(held, max_chars + 1)
+            held = 0
+        for k, part in enumerate(body.split("\t") if pairs else [body]):
+            if k:
+                sizes.append(0)
+            add(part)
+        if end:
+            return ["".join(k) for k in kept[:len(sizes)]], sizes
+        held += len(text) - len(body)
+        raw = f.readline(READ_BYTES)
+
+
+def _fit(line: InputLine, path: str, tok, max_length: int | None, whole: str = "") -> tuple[str, str | None]:
+    """The text (and pair) to tokenise for a verb whose model sees the first `max_length` tokens (None: every
+    token; `whole` then says why). A field longer than the model will see is shortened to a prefix that provably
+    gives those tokens (`Tokenizer.covering_prefix`), which bounds the work on a long line. A field cut at
+    --max-chars is refused, naming the file and line, when the verb reads every token or when its kept
+    characters do not provably hold the tokens the model sees (what follows could change the result)."""
+    fields = [line.text, line.pair]
+    limit = "longer than --max-chars"
+    if max_length is None:
+        if any(line.cut):
+            raise InputError(f"{path}: line {line.lineno}: {limit} ({len(fields[line.cut.index(True)])} "
+                             f"characters): {whole}; raise --max-chars or split the line")
+        return line.text, line.pair
+    budget = max_length - (2 if line.pair is None else 3)  # [CLS] A [SEP] (B [SEP])
+    for i, (text, cut) in enumerate(zip(fields, line.cut)):
+        if text is None or (not cut and len(text) <= 16 * budget):  # short: tokenised whole, nothing to prove
+            continue
+        prefix = tok.covering_prefix(text, budget)
+        if prefix is not None:
+            fields[i] = prefix
+        elif cut:
+            side = "" if line.pair is None else ("the text " if i == 0 else "the pair ")
+            raise InputError(f"{path}: line {line.lineno}: {side}is {limit} ({len(text)} characters), and those "
+                             f"do not hold the {budget} tokens the model sees (spaces, control characters or one "
+                             f"long word), so the rest could change the result; raise --max-chars")
+    return fields[0], fields[1]
+
+
+def _batches(items: Iterable, size: int, max_chars: int | None = None) -> Iterator[list]:
+    """Lists of at most `size` items; with `max_chars`, a list also ends once its texts (items' fields 1 and 2:
+    text and pair, or question and context) reach that many characters, so a chunk of long lines stays small."""
     it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
+    if max_chars is None:
+        while chunk := list(itertools.islice(it, size)):
+            yield chunk
+        return
+    chunk, chars = [], 0
+    for item in it:
+        chunk.append(item)
+        chars += len(item[1]) + len(item[2] or "")
+        if len(chunk) == size or chars >= max_chars:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
         yield chunk
 
 
 # ---- verbs ------------------------------------------------------------------------------------------------------
+TOKENIZE_CHUNK, CHUNK_CHARS = 4096, 4_000_000  # lines, characters tokenised at a time
+
+
 def run_tokenize(args) -> None:
     from bertkit.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(args.model)
     n = 0
     with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:  # streamed, in chunks
-        for chunk in _batches(read_inputs(args.input, args.pairs), 4096):
-            texts = [t for _, t, _ in chunk]
-            pairs = [p for _, _, p in chunk] if args.pairs else None
+        for chunk in _batches(read_inputs(args.input, args.pairs, args.max_chars), TOKENIZE_CHUNK, CHUNK_CHARS):
+            fitted = [_fit(line, args.input, tok, args.max_length, "tokenize keeps every token without --max-length")
+                      for line in chunk]
+            texts = [t for t, _ in fitted]
+            pairs = [p for _, p in fitted] if args.pairs else None
             for enc in tok.encode_batch(texts, pairs, max_length=args.max_length):
                 out.write(json.dumps({"input_ids": enc.ids, "token_type_ids": enc.type_ids,
                                       "offsets": [list(o) for o in enc.offsets]}) + "\n")
@@ -71,84 +178,168 @@ def run_tokenize(args) -> None:
     print(f"tokenized {n} lines -> {args.output}", file=sys.stderr)
 
 
+ENCODE_CHUNK = 1024  # lines tokenised and sorted by length at a time (padding is only saved within a chunk)
+
+
+@contextlib.contextmanager
+def _without_onednn(use: bool = True) -> Iterator[None]:
+    """Float inference over a stream of batches of every length, without oneDNN: it keeps state per input shape,
+    and resident memory grew with the number of shapes seen (MiniLM, batch 32, lengths 4-120: 919 MB after 200
+    batches, 467 MB without it, at the same speed here), so a long input file would not stay within 1 GB."""
+    import torch
+
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = was and not use
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
 def run_encode(args) -> None:
+    """Streams: lines are read, tokenised and encoded a chunk at a time, and each line's rows go to spool files
+    beside the output as soon as they are computed; the .npz is then assembled from them in input order, array by
+    array, so memory holds one batch whatever the input's size."""
+    import os
+    import tempfile
+    from array import array
+
     import torch
     from tqdm import tqdm
 
     from bertkit.checkpoint import load_pretrained
+    from bertkit.io import _alive
     from bertkit.model import BertModel
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenizer import Tokenizer, check_vocab
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     tok = Tokenizer.from_pretrained(args.model)
     model = load_pretrained(BertModel, args.model)
+    check_vocab(tok, model.config, args.model)
     max_length = min(args.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
-    rows = list(read_inputs(args.input, args.pairs))
-    if not rows:
-        raise InputError(f"{args.input}: no lines to encode")
     want_all = args.layers == "all"
-    # Sort by length so each batch pads little; results go back to input order.
-    encs = tok.encode_batch([t for _, t, _ in rows], [p for _, _, p in rows] if args.pairs else None, max_length)
-    order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
-    last: list = [None] * len(encs)
-    pooled: list = [None] * len(encs)
-    layers: list = [None] * len(encs)
-    with torch.inference_mode(), tqdm(total=len(encs), desc="encoding", unit="line",
-                                      disable=not sys.stderr.isatty()) as bar:
-        for idx in _batches(order, args.batch_size):
-            batch = tok.collate([encs[i].ids for i in idx], [encs[i].type_ids for i in idx])
-            out = model(**batch, output_hidden_states=want_all)
-            for j, i in enumerate(idx):
-                n = len(encs[i])
-                last[i] = out.last_hidden_state[j, :n].numpy()
-                if out.pooler_output is not None:
-                    pooled[i] = out.pooler_output[j].numpy()
-                if want_all:
-                    layers[i] = torch.stack([h[j, :n] for h in out.hidden_states]).numpy()
-            bar.update(len(idx))
+    output = Path(args.output)
+    with atomic_path(output) as tmp:
+        for old in output.parent.glob(f".{output.name}.parts-*"):  # spools of runs that were killed
+            pid = old.name.rsplit("-", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                import shutil
+                shutil.rmtree(old, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=f".{output.name}.parts-{os.getpid()}-", dir=output.parent) as work, \
+                contextlib.ExitStack() as opened:
+            lengths, token_at, pooled_at = array("q"), array("q"), array("q")  # per line, in input order
+            files = None  # one spool per hidden state kept (the last, or all), and one for the pooler
+            tokens = pooled = 0  # rows written to the spools so far
+            with torch.inference_mode(), _without_onednn(), \
+                    tqdm(desc="encoding", unit="line", disable=not sys.stderr.isatty()) as bar:
+                for chunk in _batches(read_inputs(args.input, args.pairs, args.max_chars), ENCODE_CHUNK):
+                    fitted = [_fit(line, args.input, tok, max_length) for line in chunk]
+                    encs = tok.encode_batch([t for t, _ in fitted], [p for _, p in fitted] if args.pairs else None,
+                                            max_length)
+                    base = len(lengths)
+                    lengths.extend(len(e) for e in encs)
+                    token_at.extend([0] * len(encs))
+                    pooled_at.extend([-1] * len(encs))
+                    order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
+                    for idx in _batches(order, args.batch_size):
+                        batch = tok.collate([encs[i].ids for i in idx], [encs[i].type_ids for i in idx])
+                        out = model(**batch, output_hidden_states=want_all)
+                        states = out.hidden_states if want_all else (out.last_hidden_state,)
+                        if files is None:
+                            files = [opened.enter_context(open(Path(work) / name, "wb")) for name in
+                                     [f"state{k}.f32" for k in range(len(states))] + ["pooled.f32"]]
+                        for j, i in enumerate(idx):
+                            n = len(encs[i])
+                            token_at[base + i] = tokens
+                            for f, h in zip(files, states):
+                                f.write(np.ascontiguousarray(h[j, :n].numpy(), dtype=np.float32).data)
+                            tokens += n
+                            if out.pooler_output is not None:
+                                files[-1].write(np.ascontiguousarray(out.pooler_output[j].numpy(),
+                                                                     dtype=np.float32).data)
+                                pooled_at[base + i] = pooled
+                                pooled += 1
+                    bar.update(len(chunk))
+            if not lengths:
+                raise InputError(f"{args.input}: no lines to encode")
+            for f in files:
+                f.close()
+            shapes = _assemble_npz(tmp, Path(work), np.frombuffer(lengths, dtype=np.int64),
+                                   np.frombuffer(token_at, dtype=np.int64), np.frombuffer(pooled_at, dtype=np.int64),
+                                   len(files) - 1, model.config.hidden_size, args.padded, want_all)
+    print(f"encoded {len(lengths)} lines -> {args.output}: {shapes}", file=sys.stderr)
 
-    lengths = np.array([len(e) for e in encs], dtype=np.int64)
-    arrays: dict[str, np.ndarray] = {"lengths": lengths}
-    if args.padded:
-        T = int(lengths.max())
-        mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
-        arrays["attention_mask"] = mask
-        arrays["last_hidden_state"] = _pad([x for x in last], T)
-        if want_all:
-            arrays["hidden_states"] = np.stack([_pad([x[k] for x in layers], T) for k in range(layers[0].shape[0])])
-    else:  # ragged: all tokens of all lines concatenated; line i is rows offsets[i]:offsets[i+1]
-        arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        arrays["last_hidden_state"] = np.concatenate(last)
-        if want_all:
-            arrays["hidden_states"] = np.concatenate(layers, axis=1)
-    if pooled[0] is not None:
-        arrays["pooler_output"] = np.stack(pooled)
-    _atomic_savez(Path(args.output), arrays)
-    shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
-    print(f"encoded {len(rows)} lines -> {args.output}: {shapes}", file=sys.stderr)
 
+def _assemble_npz(target: Path, work: Path, lengths: np.ndarray, token_at: np.ndarray, pooled_at: np.ndarray,
+                  states: int, H: int, padded: bool, want_all: bool) -> str:
+    """Write the .npz (what `np.savez` writes: an uncompressed zip of .npy files) from the spools, one array at a
+    time and one line at a time. Arrays: `lengths`; ragged: `offsets` and (tokens, H) / (layers, tokens, H) rows,
+    line i at offsets[i]:offsets[i+1]; padded: `attention_mask` and (lines, T, H) / (layers, lines, T, H);
+    `pooler_output` (lines, H) when the model has a pooler."""
+    import os
+    import zipfile
 
-def _pad(rows: list[np.ndarray], T: int) -> np.ndarray:
-    out = np.zeros((len(rows), T, rows[0].shape[-1]), dtype=np.float32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
+    from numpy.lib import format as npy
 
+    lines, T = len(lengths), int(lengths.max())
+    shapes = []
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    def entry(zf, name: str, shape: tuple, dtype, parts: Iterator) -> None:
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+            npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                                           "shape": shape})
+            for part in parts:
+                f.write(part)
+        shapes.append(f"{name} {shape}")
+
+    def rows(k: int) -> Iterator[bytes]:  # hidden state k of every line, in input order
+        fd = os.open(work / f"state{k}.f32", os.O_RDONLY)
+        try:
+            pad = bytes(4 * H * T)
+            for start, n in zip(token_at.tolist(), lengths.tolist()):
+                yield os.pread(fd, 4 * H * n, 4 * H * start)
+                if padded:
+                    yield pad[:4 * H * (T - n)]
+        finally:
+            os.close(fd)
+
+    layers = range(states) if want_all else ()
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        entry(zf, "lengths", (lines,), np.int64, iter([lengths.tobytes()]))
+        if padded:
+            entry(zf, "attention_mask", (lines, T), np.int64,
+                  ((np.arange(T) < n).astype(np.int64).tobytes() for n in lengths.tolist()))
+            entry(zf, "last_hidden_state", (lines, T, H), np.float32, rows(states - 1))
+            if want_all:
+                entry(zf, "hidden_states", (states, lines, T, H), np.float32, (b for k in layers for b in rows(k)))
+        else:
+            entry(zf, "offsets", (lines + 1,), np.int64, iter([np.concatenate([[0], np.cumsum(lengths)]).tobytes()]))
+            total = int(lengths.sum())
+            entry(zf, "last_hidden_state", (total, H), np.float32, rows(states - 1))
+            if want_all:
+                entry(zf, "hidden_states", (states, total, H), np.float32, (b for k in layers for b in rows(k)))
+        if pooled_at[0] >= 0:
+            with open(work / "pooled.f32", "rb") as f:
+                entry(zf, "pooler_output", (lines, H), np.float32,
+                      (os.pread(f.fileno(), 4 * H, 4 * H * int(r)) for r in pooled_at))
+    return ", ".join(shapes)
 
 
 def run_vocab(args) -> None:
+    from bertkit.io import prepare_output_dir
     from bertkit.vocab import learn_vocab, save_vocab
 
+    target = prepare_output_dir(args.out, verb="vocab", inputs=args.corpus, overwrite=args.overwrite,
+                                resumable=False)  # refused before the corpus is read, written once it is learned
     tok, report = learn_vocab(args.corpus, size=args.size, lowercase=args.lowercase,
                               strip_accents={"auto": None, "yes": True, "no": False}[args.strip_accents],
                               keep_hangul=not args.reference_hangul, min_frequency=args.min_frequency,
                               held_out_every=args.held_out_every, show_progress=sys.stderr.isatty())
-    save_vocab(tok, report, args.out)
+    with target as work:
+        save_vocab(tok, report, work)
     print(report)
     print(f"wrote {args.out}/vocab.txt, tokenizer.json, tokenizer_config.json, vocab_report.json")
 
@@ -158,13 +349,11 @@ def run_pretrain(args) -> None:
 
     base: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            base = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: malformed JSON ({e})") from None
+        from bertkit.io import read_json
+
+        base = read_json(args.config, "JSON")
+        if not isinstance(base, dict):
+            raise InputError(f"{args.config}: expected a JSON object of PretrainConfig fields")
     for key in ("corpus", "vocab", "out", "size", "objective", "format", "max_seq_length", "batch_size",
                 "eval_fraction"):
         if getattr(args, key) is not None:
@@ -184,13 +373,19 @@ def run_pretrain(args) -> None:
         cfg = PretrainConfig.from_dict(base)
     except TypeError as e:
         raise InputError(f"{args.config or 'config'}: {e}") from None
-    result = run_pretrain(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
+    from bertkit.io import check_not_input
+
+    check_not_input(cfg.out, [args.config], "pretrain")
+    result = run_pretrain(cfg, resume=args.resume, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
     print(json.dumps({"out": cfg.out, **result}))
 
 
 def run_finetune(args) -> None:
     from bertkit.train.finetune import TASK_INFO, FinetuneConfig, run_finetune
 
+    from bertkit.io import check_not_input
+
+    check_not_input(args.out, [args.data, args.model], "finetune")
     info = TASK_INFO[args.task]
     train_split, eval_split = info.splits
     if args.features:
@@ -216,11 +411,7 @@ def run_finetune(args) -> None:
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
     cfg.group_by_length = args.group_by_length
-    if cfg.train.grad_accum < 1 or cfg.batch_size < 1:
-        raise InputError(f"--batch-size {cfg.batch_size} and --grad-accum {cfg.train.grad_accum} must be at least 1")
-    if cfg.batch_size % cfg.train.grad_accum:
-        raise InputError(f"--batch-size {cfg.batch_size} is not a multiple of --grad-accum {cfg.train.grad_accum}")
-    summary = run_finetune(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
+    summary = run_finetune(cfg, resume=args.resume, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
@@ -239,7 +430,7 @@ def run_feature_finetune(args, info) -> None:
     for key in ("lr", "seed", "threads", "warmup", "device"):
         if getattr(args, key) is not None:
             setattr(cfg.train, key, getattr(args, key))
-    summary = run_feature_based(cfg, show_progress=sys.stderr.isatty())
+    summary = run_feature_based(cfg, resume=args.resume, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
@@ -253,22 +444,29 @@ def run_evaluate(args) -> None:
     result = evaluate_model(args.model, args.task, path, split_eval=args.split_eval or 0.0, seed=args.seed)
     text = json.dumps({**result, "model": args.model, "data": str(path)}, indent=2)
     if args.output:
-        from bertkit.checkpoint import atomic_write_text
+        from bertkit.io import atomic_write_text
         atomic_write_text(args.output, text + "\n")
     print(text)
 
 
-def read_qa_inputs(path: str) -> Iterator[tuple[int, str, str]]:
-    """(line number, question, context) from JSON lines with 'question' and 'context'."""
-    for lineno, line, _ in read_inputs(path, pairs=False):
+def read_qa_inputs(path: str, max_chars: int = MAX_CHARS) -> Iterator[tuple[int, str, str]]:
+    """(line number, question, context) from JSON lines with 'question' and 'context'. The windows cover the whole
+    context, so a line longer than `max_chars` characters is refused (never cut)."""
+    for line in read_inputs(path, False, max_chars):
+        if line.cut[0]:
+            raise InputError(f"{path}: line {line.lineno}: longer than --max-chars ({max_chars} characters): "
+                             f"question answering reads the whole context; raise --max-chars or split the context")
         try:
-            item = json.loads(line)
+            item = json.loads(line.text)
         except json.JSONDecodeError as e:
-            raise InputError(f"{path}: line {lineno}: not a JSON object ({e.msg})") from None
+            raise InputError(f"{path}: line {line.lineno}: not a JSON object ({e.msg})") from None
         if not isinstance(item, dict) or not isinstance(item.get("question"), str) \
                 or not isinstance(item.get("context"), str):
-            raise InputError(f"{path}: line {lineno}: expected {{\"question\": \"...\", \"context\": \"...\"}}")
-        yield lineno, item["question"], item["context"]
+            raise InputError(f"{path}: line {line.lineno}: expected {{\"question\": \"...\", \"context\": \"...\"}}")
+        yield line.lineno, item["question"], item["context"]
+
+
+PREDICT_CHUNK = 1024  # lines per call of the Predictor (it sorts them by length; output is written per chunk)
 
 
 def run_predict(args) -> None:
@@ -276,26 +474,36 @@ def run_predict(args) -> None:
 
     from bertkit.infer.predictor import Predictor, PredictorSettings
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     settings = PredictorSettings(batch_size=args.batch_size, max_length=args.max_length, threads=args.threads,
                                  backend=args.backend, int8=args.int8)
     predictor = Predictor.from_pretrained(args.model, settings)
     family = predictor.family
-    if family == "qa":
-        rows = list(read_qa_inputs(args.input))
-    else:
-        rows = list(read_inputs(args.input, args.pairs))
+    # Classification reads a long text in windows and tagging tags all of it: they see every token (a pair is
+    # truncated longest-first, so it sees max_length). Embeddings see max_length tokens.
+    whole = family == "tagging" or (family in ("classification", "regression") and not args.pairs)
+    why = {"tagging": "tagging reads the whole text in windows"}.get(family, "classification reads the whole text "
+                                                                             "in windows")
     n = 0
     with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
-            tqdm(total=len(rows), desc="predicting", unit="line", disable=not sys.stderr.isatty()) as bar:
-        for chunk in _batches(rows, 1024):
+            _without_onednn(args.backend == "torch" and not args.int8), \
+            tqdm(desc="predicting", unit="line", disable=not sys.stderr.isatty()) as bar:
+        lines = read_qa_inputs(args.input, args.max_chars) if family == "qa" else \
+            read_inputs(args.input, args.pairs, args.max_chars)
+        for chunk in _batches(lines, PREDICT_CHUNK, CHUNK_CHARS):
             if family == "qa":
                 results = predictor.answer([q for _, q, _ in chunk], [c for _, _, c in chunk])
-            elif family == "tagging":
-                results = predictor.tag([t for _, t, _ in chunk])
-            elif family == "embedding":
-                results = [{"vector": v.tolist()} for v in predictor.embed([t for _, t, _ in chunk])]
             else:
-                results = predictor.classify([t for _, t, _ in chunk], [p for _, _, p in chunk] if args.pairs else None)
+                fitted = [_fit(line, args.input, predictor.tok, None if whole else predictor.max_length, why)
+                          for line in chunk]
+                texts = [t for t, _ in fitted]
+                if family == "tagging":
+                    results = predictor.tag(texts)
+                elif family == "embedding":
+                    results = [{"vector": v.tolist()} for v in predictor.embed(texts)]
+                else:
+                    results = predictor.classify(texts, [p for _, p in fitted] if args.pairs else None)
             for r in results:
                 out.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += len(chunk)
@@ -335,7 +543,10 @@ def run_distill(args) -> None:
         if args.group_by_length:
             ft["group_by_length"] = True
         cfg.finetune = ft
-    summary = run_distill(cfg, resume=args.resume, show_progress=sys.stderr.isatty())
+    from bertkit.io import check_not_input
+
+    check_not_input(args.out, [args.data], "distill")
+    summary = run_distill(cfg, resume=args.resume, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
     print(json.dumps(summary, default=str))
 
 
@@ -344,10 +555,14 @@ def run_quantize(args) -> None:
     from bertkit.infer.quantize import quantize_int8, save_int8
     from bertkit.tokenizer import Tokenizer
 
-    if Path(args.out).resolve() == Path(args.model).resolve():
-        raise InputError(f"{args.out}: write the int8 model to another directory than its float source")
+    from bertkit.io import prepare_output_dir
+
+    target = prepare_output_dir(args.out, verb="quantize", inputs=[args.model], overwrite=args.overwrite,
+                                resumable=False)
     model = quantize_int8(load_model(args.model), inplace=True)
-    save_int8(model, args.out, tokenizer=Tokenizer.from_pretrained(args.model))
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    with target as work:
+        save_int8(model, work, tokenizer=tokenizer)
     print(f"int8 model -> {args.out}", file=sys.stderr)
 
 
@@ -358,11 +573,15 @@ def run_export(args) -> None:
     if not args.onnx:
         raise InputError("export: choose a format (--onnx)")
     if args.output:
+        import tempfile
+
         model = load_model(args.model)
-        path = export_onnx(model, args.output if not args.int8 else str(args.output) + ".fp32")
-        if args.int8:
-            quantize_onnx(path, args.output)
-            path.unlink()
+        with atomic_path(args.output) as tmp:  # checks the output before the export's work
+            if args.int8:  # the float graph is only a step: it lives in a temporary directory
+                with tempfile.TemporaryDirectory(prefix="bertkit-export-") as work:
+                    quantize_onnx(export_onnx(model, Path(work) / "model.onnx"), tmp)
+            else:
+                export_onnx(model, tmp)
         print(f"ONNX -> {args.output}", file=sys.stderr)
         return
     from bertkit.config import BertConfig
@@ -370,17 +589,36 @@ def run_export(args) -> None:
 
     config = BertConfig.from_json_file(Path(args.model) / "config.json")
     head = HEADS.get((config.architectures or ["BertModel"])[0], HEADS["BertModel"])
-    print(f"ONNX -> {onnx_file(args.model, head, int8=args.int8)}", file=sys.stderr)
+    path = onnx_file(args.model, head, int8=args.int8)
+    print(f"ONNX -> {path} (the cache entry that --backend onnx uses)", file=sys.stderr)
+    print(path)
 
 
 def run_serve(args) -> None:
     import dataclasses
+    import ipaddress
     import os
 
     import uvicorn
 
-    from bertkit.serve.app import CONFIG_ENV, BatcherSettings, ServeSettings, app_from_env
+    from bertkit.serve.app import CONFIG_ENV, BatcherSettings, ServeSettings, app_from_env, server_options
 
+    # every limit is checked before a model loads or the port opens: one line naming the flag, exit 2
+    for flag, value, low in (("--port", args.port, 1), ("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                             ("--cache", args.cache, 0)):
+        if value < low or (flag == "--port" and value > 65535):
+            raise InputError(f"{flag} {value}: must be " + ("between 1 and 65535" if flag == "--port"
+                                                               else f"at least {low}"))
+    settings = ServeSettings(api_key=args.api_key or os.environ.get("BERTKIT_API_KEY"), max_items=args.max_items,
+                             max_chars=args.max_chars, on_long_text=args.on_long_text, max_tokens=args.max_tokens,
+                             request_timeout_s=args.request_timeout_s, stall_after_s=args.stall_after_s,
+                             header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
+                             max_connections=args.max_connections,
+                             batcher=BatcherSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                                     max_queue=args.max_queue, max_batch_tokens=args.max_batch_tokens))
+    if problems := settings.problems():
+        name, value, why = problems[0]
+        raise InputError(f"--{name.replace('_', '-')} {value}: {why}")
     models = {}
     for spec in args.model:
         name, _, path = spec.rpartition("=")
@@ -390,10 +628,13 @@ def run_serve(args) -> None:
         if not (Path(path) / "config.json").is_file():
             raise InputError(f"--model {spec}: {path}/config.json not found")
         models[name] = path
-    settings = ServeSettings(api_key=args.api_key or os.environ.get("BERTKIT_API_KEY"), max_items=args.max_items,
-                             max_chars=args.max_chars, on_long_text=args.on_long_text,
-                             batcher=BatcherSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                                                     max_queue=args.max_queue))
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        loopback = False
+    if not loopback and settings.api_key is None:
+        print(f"bertkit serve: warning: listening on {args.host}, beyond this machine, without --api-key: anyone "
+              f"who reaches the port can use the models", file=sys.stderr, flush=True)
     os.environ[CONFIG_ENV] = json.dumps({"models": models, "threads": args.threads, "backend": args.backend,
                                          "int8": args.int8, "cache_size": args.cache,
                                          "settings": dataclasses.asdict(settings)})
@@ -402,10 +643,10 @@ def run_serve(args) -> None:
           + ", ".join(f"{n} = {p} ({app.state.predictors[n].family})" if app else f"{n} = {p}"
                       for n, p in models.items()), file=sys.stderr, flush=True)
     if app is not None:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **server_options(settings))
     else:
         uvicorn.run("bertkit.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level="warning")
+                    workers=args.workers, log_level="warning", **server_options(settings, in_process=False))
 
 
 DEVICE_HELP = "where training runs: auto (default: a GPU when there is one), cpu or cuda"
@@ -422,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", required=True, help="output .jsonl, one object per input line")
     t.add_argument("--pairs", action="store_true", help="each line is text<TAB>text_pair")
     t.add_argument("--max-length", type=int, default=None, help="truncate to N tokens (pairs: longest first)")
+    t.add_argument("--max-chars", type=int, default=MAX_CHARS,
+                   help="characters of one input field read into memory (default 1,000,000); a longer field is "
+                        "cut when what the model sees is provably within it, else refused with its line")
 
     e = sub.add_parser("encode", help="text lines -> hidden states (.npz) for feature extraction")
     e.add_argument("--model", required=True, help="HF BERT checkpoint directory")
@@ -433,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--padded", action="store_true",
                    help="(lines, T, H) arrays with attention_mask instead of ragged arrays with offsets")
     e.add_argument("--max-length", type=int, default=None, help="truncate to N tokens (default: the model's limit)")
+    e.add_argument("--max-chars", type=int, default=MAX_CHARS,
+                   help="characters of one input field read into memory (default 1,000,000); a longer field is "
+                        "cut when what the model sees is provably within it, else refused with its line")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
 
@@ -449,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decompose Hangul into jamo when stripping accents, as the reference BERT does")
     v.add_argument("--min-frequency", type=int, default=2)
     v.add_argument("--held-out-every", type=int, default=100, help="every N-th line is held out for the report")
+    v.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the new vocabulary is built beside it, swapped in if it succeeds)")
     r = sub.add_parser("pretrain", help="pre-train a BERT from raw text (MLM + NSP, or the RoBERTa recipe)")
     r.add_argument("--corpus", nargs="+", help="text files (.txt or .gz), blank line between documents")
     r.add_argument("--vocab", help="tokenizer directory, e.g. from `bertkit vocab`")
@@ -476,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-every", type=int)
     r.add_argument("--threads", type=int)
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the new run is built beside it, swapped in if it succeeds)")
     f = sub.add_parser("finetune", help="fine-tune a checkpoint: classification, regression, tagging or span QA")
     f.add_argument("--task", required=True, choices=FINETUNE_TASKS,
                    help="custom: your own DIR/train and DIR/dev (.tsv, .csv or .jsonl) with 'text' (, 'text_pair') "
@@ -512,6 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in --out (same flags; the best evaluation so far and "
                         "the training time carry over)")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the new run is built beside it, swapped in if it succeeds)")
     f.add_argument("--group-by-length", action="store_true",
                    help="batches of similar lengths (less padding for attention to compute; QA windows vary most)")
     f.add_argument("--doc-stride", type=int, help="QA: step between windows, in tokens (default 128)")
@@ -538,9 +791,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pairs", action="store_true", help="each line is text<TAB>text_pair (pair tasks)")
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--max-length", type=int)
+    d.add_argument("--max-chars", type=int, default=MAX_CHARS,
+                   help="characters of one input field read into memory (default 1,000,000); a longer field is "
+                        "cut when what the model sees is provably within it, else refused with its line")
     d.add_argument("--threads", type=int, default=0)
     d.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: ONNX Runtime (exports to MODEL/onnx/ the first time)")
+                   help="onnx: ONNX Runtime (exported once into the cache: $BERTKIT_CACHE, else ~/.cache/bertkit)")
     d.add_argument("--int8", action="store_true", help="dynamic int8 Linear layers (torch or ONNX Runtime)")
 
     k = sub.add_parser("distill", help="a smaller student from a teacher: task-specific (--task) or general "
@@ -567,10 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--group-by-length", action="store_true", help="task-specific: batches of similar lengths")
     k.add_argument("--save-every", type=int, help="checkpoint every N steps, for --resume")
     k.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same flags)")
+    k.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the new run is built beside it, swapped in if it succeeds)")
 
     q = sub.add_parser("quantize", help="dynamic int8 quantisation of a model's encoder -> a new directory")
     q.add_argument("--model", required=True)
     q.add_argument("--out", required=True)
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the new model is built beside it, swapped in if it succeeds)")
 
     s = sub.add_parser("serve", help="the HTTP service (and the demo page) over one or more models")
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
@@ -582,19 +842,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     s.add_argument("--int8", action="store_true")
     s.add_argument("--cache", type=int, default=0, help="LRU cache entries per model (0: none)")
-    s.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); or BERTKIT_API_KEY")
+    s.add_argument("--api-key", help="require this key on everything but /healthz and the page "
+                                     "(Authorization: Bearer KEY, or X-API-Key); or BERTKIT_API_KEY")
     s.add_argument("--max-batch", type=int, default=32, help="items per model call")
     s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
     s.add_argument("--max-queue", type=int, default=1024, help="items waiting before 503")
     s.add_argument("--max-items", type=int, default=256, help="texts per request")
     s.add_argument("--max-chars", type=int, default=20000, help="characters per text")
     s.add_argument("--on-long-text", choices=["truncate", "reject"], default="truncate")
+    s.add_argument("--max-tokens", type=int, default=4096,
+                   help="tokens per request the model reads, windows included (beyond: 413)")
+    s.add_argument("--max-batch-tokens", type=int, default=2048, help="tokens per model call")
+    s.add_argument("--request-timeout-s", type=float, default=30.0, help="answer or 504 within this")
+    s.add_argument("--stall-after-s", type=float, default=10.0,
+                   help="a model call running longer makes /healthz answer 503 stalled")
+    s.add_argument("--header-timeout-s", type=float, default=10.0, help="a request's headers are due within this")
+    s.add_argument("--body-timeout-s", type=float, default=15.0, help="a request's body is due within this")
+    s.add_argument("--max-connections", type=int, default=128, help="connections at once (beyond: 503)")
 
     x = sub.add_parser("export", help="export a model for other runtimes")
     x.add_argument("--model", required=True)
     x.add_argument("--onnx", action="store_true", help="ONNX with dynamic batch and sequence axes")
     x.add_argument("--int8", action="store_true", help="ONNX Runtime dynamic int8 quantisation of the export")
-    x.add_argument("--output", help="file to write (default: MODEL/onnx/model[.int8].onnx, what --backend onnx uses)")
+    x.add_argument("--output", help="file to write (default: the cache entry that --backend onnx uses; its path "
+                                    "is printed)")
     return p
 
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                          eval_file=str(OUT / "data" / "dev.jsonl"), out=str(OUT / "teacher"), epochs=1,
                          max_length=64)
     cfg.train.lr, cfg.train.threads = 5e-5, threads
-    teacher = run_finetune(cfg, show_progress=sys.stderr.isatty())
+    teacher = run_finetune(cfg, show_progress=sys.stderr.isatty(), overwrite=True)  # a rerun replaces the last
     print(f"   held-out accuracy {100 * teacher['accuracy']:.1f} %  ({time.perf_counter() - t0:.0f} s so far)",
           flush=True)
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     student = run_distill(DistillConfig(teacher=str(OUT / "teacher"), out=str(OUT / "student"), finetune={
         "task": "custom", "train_file": str(OUT / "data" / "train.jsonl"),
         "eval_file": str(OUT / "data" / "dev.jsonl"), "epochs": 1, "max_length": 64,
-        "train": {"lr": 1e-4, "threads": threads}}), show_progress=sys.stderr.isatty())
+        "train": {"lr": 1e-4, "threads": threads}}), show_progress=sys.stderr.isatty(), overwrite=True)
     tok = Tokenizer.from_pretrained(OUT / "student")
     int8 = quantize_int8(Predictor.from_pretrained(OUT / "student").model)
     save_int8(int8, OUT / "student-int8", tokenizer=tok)

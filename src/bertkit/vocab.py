@@ -106,7 +106,9 @@ def measure(tokenizer: Tokenizer, lines: Sequence[str], seconds: float = 0.0, tr
 
 
 def save_vocab(tokenizer: Tokenizer, report: VocabReport, out: str | Path) -> None:
-    from bertkit.checkpoint import atomic_write_text
+    """The tokenizer's files and `vocab_report.json` in `out`, each written atomically (the CLI checks `out` first:
+    `bertkit.io.prepare_output_dir`)."""
+    from bertkit.io import atomic_write_text
 
     tokenizer.save(out)
     atomic_write_text(Path(out) / "vocab_report.json", json.dumps(asdict(report), indent=2) + "\n")

@@ -175,14 +175,22 @@ def read_task(path: str | Path, task: str) -> tuple[list[Example], list[str] | N
     return examples, sorted({str(e.label) for e in examples})
 
 
-def align_labels(examples: list[Example], task: str, model_labels: list[str]) -> list[Example]:
+def align_labels(examples: list[Example], task: str, model_labels: list[str], source: str | Path | None = None,
+                 model: str | Path | None = None) -> list[Example]:
     """`examples` labelled as the model names its classes: a model fine-tuned on the raw values ("0"/"1", before
-    bertkit named GLUE's and NSMC's classes) is still evaluated and distilled correctly."""
+    bertkit named GLUE's and NSMC's classes) is still evaluated and distilled correctly. With `source`, a gold
+    label the model does not know (a fresh/rotten model on SST-2) is a ValueError naming the labels, the file
+    (`source`) and the model's labels, not a KeyError later."""
     spec = TASKS.get(task)
-    if spec is None or not spec.names or not set(model_labels) <= set(spec.labels):
-        return examples
-    raw = dict(zip(spec.names, spec.labels))
-    return [replace(e, label=raw.get(e.label, e.label)) for e in examples]
+    if spec is not None and spec.names and set(model_labels) <= set(spec.labels):
+        raw = dict(zip(spec.names, spec.labels))
+        examples = [replace(e, label=raw.get(e.label, e.label)) for e in examples]
+    unknown = sorted({str(e.label) for e in examples} - set(model_labels))
+    if source is not None and unknown:
+        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" * (len(unknown) > 10))
+        raise ValueError(f"{source}: gold label(s) {shown} unknown to the model{f' {model}' if model else ''} "
+                         f"(its labels: {', '.join(model_labels)}); evaluate it on the task it was trained for")
+    return examples
 
 
 def read_classification(path: str | Path, task: str) -> tuple[list[Example], list[str]]:

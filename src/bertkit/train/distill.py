@@ -23,16 +23,16 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bertkit.checkpoint import atomic_write_text, load_model
+from bertkit.checkpoint import load_model
 from bertkit.config import BertConfig
 from bertkit.heads import IGNORE, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
+from bertkit.io import OutputDir, atomic_write_text, prepare_output_dir
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.loop import TrainConfig, train
+from bertkit.train.loop import TrainConfig, require, train
 
 log = logging.getLogger("bertkit.distill")
 
@@ -182,8 +182,17 @@ class DistillConfig:
     pretrain: dict = field(default_factory=dict)
 
 
-def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> dict:
-    """Distil as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (same config)."""
+def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True,
+                overwrite: bool = False) -> dict:
+    """Distil as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (this run's, same config). A
+    non-empty `cfg.out` is refused unless resuming, or `overwrite` (see `bertkit.io.prepare_output_dir`)."""
+    require("temperature", cfg.settings.temperature, 0, above=True)
+    require("alpha", cfg.settings.alpha, 0, maximum=1)
+    require("cosine", cfg.settings.cosine, 0)
+    files = [cfg.finetune.get("train_file"), cfg.finetune.get("eval_file"), *cfg.pretrain.get("corpus", []),
+             cfg.pretrain.get("vocab")]
+    target = prepare_output_dir(cfg.out, verb="distill", inputs=[cfg.teacher, *files], resume=resume,
+                                overwrite=overwrite)
     teacher = load_model(cfg.teacher).eval()
     layers = cfg.layers or every_other(teacher.config.num_hidden_layers)
     general = isinstance(teacher, (BertForPreTraining, BertForMaskedLM))
@@ -196,17 +205,19 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
     log.info("student: teacher layers %s of %d (%.1f M of %.1f M parameters)", layers,
              teacher.config.num_hidden_layers, sum(p.numel() for p in student.parameters()) / 1e6,
              sum(p.numel() for p in teacher.parameters()) / 1e6)
-    if general:
-        summary = _general(cfg, teacher, student, resume, show_progress)
-    else:
-        summary = _task_specific(cfg, teacher, student, resume, show_progress)
+    run = _general if general else _task_specific
+    return run(cfg, teacher, student, layers, target, show_progress)
+
+
+def _finish(cfg: DistillConfig, target: OutputDir, summary: dict, layers: list[int]) -> dict:
     summary.update(teacher=cfg.teacher, layers=layers)
-    atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps({**summary, "config": asdict(cfg)},
-                                                                      indent=2, default=str) + "\n")
+    atomic_write_text(target.path / "eval_results.json", json.dumps({**summary, "config": asdict(cfg)},
+                                                                    indent=2, default=str) + "\n")
     return summary
 
 
-def _task_specific(cfg: DistillConfig, teacher, student, resume: bool, show_progress: bool) -> dict:
+def _task_specific(cfg: DistillConfig, teacher, student, layers: list[int], target: OutputDir,
+                   show_progress: bool) -> dict:
     from bertkit.data.tasks import align_labels
     from bertkit.train.finetune import FinetuneConfig, TASK_INFO, load_task_data, make_task, schedule_epochs
 
@@ -214,31 +225,38 @@ def _task_specific(cfg: DistillConfig, teacher, student, resume: bool, show_prog
     train_options = options.pop("train", {})
     fcfg = FinetuneConfig(**{**options, "model": cfg.teacher, "out": cfg.out})
     fcfg.train = TrainConfig(**{**asdict(fcfg.train), **train_options})
+    fcfg.validate()
     if fcfg.task not in TASK_INFO:
         raise ValueError(f"task '{fcfg.task}': choose one of {', '.join(TASK_INFO)}")
     tokenizer, train_set, eval_set, labels = load_task_data(fcfg)
     names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-    aligned = align_labels(train_set, fcfg.task, names)
-    if aligned is not train_set:  # a teacher fine-tuned on the data's raw label values
-        train_set, eval_set, labels = aligned, align_labels(eval_set, fcfg.task, names), names
-    if labels is not None and set(labels) - set(names):
+    if TASK_INFO[fcfg.task].family == "classification":  # labelled as the teacher names its classes, all known
+        train_set = align_labels(train_set, fcfg.task, names, source=fcfg.train_file or fcfg.eval_file,
+                                 model=cfg.teacher)
+        eval_set = align_labels(eval_set, fcfg.task, names, source=fcfg.eval_file, model=cfg.teacher)
+    elif labels is not None and set(labels) - set(names):
         raise ValueError(f"{cfg.teacher}: the teacher's labels {names} do not cover the task's {labels}")
     task_labels = names if labels is not None else None
     inner = make_task(fcfg, tokenizer, train_set, eval_set, task_labels, student.config.max_position_embeddings)
     schedule_epochs(fcfg, inner)
+    fcfg.train.run_id = target.run_id
+    fcfg.train.validate()
     task = DistillTask(inner, student, teacher, cfg.settings)
-    result = train(student, task, fcfg.train, cfg.out, tokenizer=tokenizer, resume=resume,
-                   show_progress=show_progress)
-    return {"task": fcfg.task, "metric": TASK_INFO[fcfg.task].metric, "train_examples": len(train_set),
-            "eval_examples": len(eval_set), **result}
+    with target as work:
+        result = train(student, task, fcfg.train, work, tokenizer=tokenizer, resume=target.resuming,
+                       show_progress=show_progress)
+        return _finish(cfg, target, {"task": fcfg.task, "metric": TASK_INFO[fcfg.task].metric,
+                                     "train_examples": len(train_set), "eval_examples": len(eval_set), **result},
+                       layers)
 
 
-def _general(cfg: DistillConfig, teacher, student, resume: bool, show_progress: bool) -> dict:
+def _general(cfg: DistillConfig, teacher, student, layers: list[int], target: OutputDir, show_progress: bool) -> dict:
     from bertkit.data.pretraining import Masker, ShardSet
     from bertkit.train.pretrain import PretrainConfig, PretrainTask, data_objective, prepare_data
 
     # with the bert objective NSP stays a hard-label loss; the soft targets are the MLM distributions
     pcfg = PretrainConfig.from_dict({**cfg.pretrain, "out": cfg.out, "vocab": cfg.pretrain.get("vocab", cfg.teacher)})
+    pcfg.validate()
     if pcfg.objective not in ("bert", "roberta"):
         raise ValueError(f"general distillation: objective '{pcfg.objective}': bert or roberta")
     if not pcfg.corpus:
@@ -247,11 +265,15 @@ def _general(cfg: DistillConfig, teacher, student, resume: bool, show_progress: 
     if tokenizer.vocab_size != teacher.config.vocab_size:
         raise ValueError(f"{pcfg.vocab}: vocabulary of {tokenizer.vocab_size} pieces, the teacher has "
                          f"{teacher.config.vocab_size}")
-    data = prepare_data(pcfg, tokenizer, show_progress)
-    shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
-    if shards.config.objective != data_objective(pcfg.objective):
-        raise ValueError(f"{data}: built for objective '{shards.config.objective}', not '{pcfg.objective}'")
-    inner = PretrainTask(shards, Masker(tokenizer, pcfg.masking), pcfg.batch_size, pcfg.objective, pcfg.train.seed,
-                         eval_shards, pcfg.eval_instances)
-    task = DistillTask(inner, student, teacher, cfg.settings)
-    return train(student, task, pcfg.train, cfg.out, tokenizer=tokenizer, resume=resume, show_progress=show_progress)
+    pcfg.train.run_id = target.run_id
+    with target as work:  # the shards are built inside the run's directory (a failure there leaves none)
+        data = prepare_data(pcfg, tokenizer, work, show_progress)
+        shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
+        if shards.config.objective != data_objective(pcfg.objective):
+            raise ValueError(f"{data}: built for objective '{shards.config.objective}', not '{pcfg.objective}'")
+        inner = PretrainTask(shards, Masker(tokenizer, pcfg.masking), pcfg.batch_size, pcfg.objective,
+                             pcfg.train.seed, eval_shards, pcfg.eval_instances)
+        task = DistillTask(inner, student, teacher, cfg.settings)
+        result = train(student, task, pcfg.train, work, tokenizer=tokenizer, resume=target.resuming,
+                       show_progress=show_progress)
+        return _finish(cfg, target, dict(result), layers)

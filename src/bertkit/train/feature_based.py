@@ -19,12 +19,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bertkit import metrics as M
-from bertkit.checkpoint import atomic_path, atomic_write_text
+from bertkit.io import atomic_path, atomic_write_text, prepare_output_dir
 from bertkit.data.features import IGNORE, group_by_example, tag_decode, tag_features
 from bertkit.model import BertModel
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenizer import Tokenizer, check_vocab
 from bertkit.train.finetune import TASK_INFO, RowTask, read_examples, split_by_group
-from bertkit.train.loop import TrainConfig, setup_env, train
+from bertkit.train.loop import TrainConfig, require, setup_env, train
 
 MODES = ("embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all")
 
@@ -150,12 +150,27 @@ class FeatureTagTask(RowTask):
         return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
 
 
-def run_feature_based(cfg: FeatureConfig, show_progress: bool = True) -> dict:
+def run_feature_based(cfg: FeatureConfig, show_progress: bool = True, resume: bool = False,
+                      overwrite: bool = False) -> dict:
+    """Train the feature-based tagger into `cfg.out` (refused if not empty, unless `overwrite`; see
+    `bertkit.io.prepare_output_dir`)."""
     info = TASK_INFO.get(cfg.task)
     if info is None or info.family != "tagging":
         raise ValueError(f"task '{cfg.task}': the feature-based recipe is for tagging tasks (conll2003, klue-ner)")
+    require("epochs", cfg.epochs, 0, above=True)
+    require("batch_size", cfg.batch_size, 1)
+    require("max_length", cfg.max_length, 8)
+    require("lstm_hidden", cfg.lstm_hidden, 0)
+    require("max_train_examples", cfg.max_train_examples, 0)
+    require("max_eval_examples", cfg.max_eval_examples, 0)
+    require("split_eval", cfg.split_eval, 0, maximum=1, below=True)
+    cfg.train.validate()
+    target = prepare_output_dir(cfg.out, verb="finetune-features", inputs=[cfg.model, cfg.train_file, cfg.eval_file],
+                                resume=resume, overwrite=overwrite)
+    cfg.train.run_id = target.run_id
     tok = Tokenizer.from_pretrained(cfg.model)
     encoder = BertModel.from_pretrained(cfg.model).to(setup_env(cfg.train.device).device)
+    check_vocab(tok, encoder.config, cfg.model)
     layers = encoder.config.num_hidden_layers  # a wrong mode fails here, before any work
     combine(tuple(torch.zeros(1, 1, 1) for _ in range(layers + 1)), cfg.features)
     if cfg.split_eval:
@@ -187,8 +202,10 @@ def run_feature_based(cfg: FeatureConfig, show_progress: bool = True) -> dict:
     cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
     cfg.train.eval_every = steps_per_epoch
     cfg.train.best_metric = "f1"
-    result = train(head, task, cfg.train, cfg.out, show_progress=show_progress)
-    summary = {"task": cfg.task, "metric": "f1", "features": cfg.features, "train_examples": len(train_set),
-               "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
-    atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    cfg.train.validate()
+    with target as work:
+        result = train(head, task, cfg.train, work, resume=target.resuming, show_progress=show_progress)
+        summary = {"task": cfg.task, "metric": "f1", "features": cfg.features, "train_examples": len(train_set),
+                   "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
+        atomic_write_text(work / "eval_results.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary

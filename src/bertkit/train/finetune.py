@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bertkit import metrics as M
-from bertkit.checkpoint import atomic_write_text
+from bertkit.io import OutputDir, atomic_write_text, prepare_output_dir
 from bertkit.config import BertConfig
 from bertkit.data.features import IGNORE, QASettings, qa_features, tag_features
 from bertkit.data.pretraining import Schedule
@@ -39,8 +39,8 @@ from bertkit.data.tasks import (TASKS, Example, QAExample, TagExample, align_lab
                                 read_squad, read_task)
 from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-from bertkit.tokenizer import Tokenizer
-from bertkit.train.loop import TrainConfig, train
+from bertkit.tokenizer import Tokenizer, check_vocab
+from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
 
 
 # ---- the task registry -------------------------------------------------------------------------------------------
@@ -114,6 +114,25 @@ class FinetuneConfig:
     qa: QASettings = field(default_factory=QASettings)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-5, warmup=0.1, log_every=50,
                                                                    save_every=0, keep_checkpoints=1))
+
+    def validate(self) -> None:
+        """Every number in its range (a one-line error naming the flag), before anything is read or written."""
+        require("epochs", self.epochs, 0, above=True)
+        require("batch_size", self.batch_size, 1)
+        require("max_length", self.max_length, 8)  # [CLS] a [SEP] b [SEP] and a few pieces
+        require("max_train_examples", self.max_train_examples, 0)
+        require("max_eval_examples", self.max_eval_examples, 0)
+        require("split_eval", self.split_eval, 0, maximum=1, below=True)
+        if self.dropout is not None:
+            require("dropout", self.dropout, 0, maximum=1, below=True)
+        require("doc_stride", self.qa.doc_stride, 1)
+        require("max_query_length", self.qa.max_query_length, 1)
+        require("max_answer_length", self.qa.max_answer_length, 1)
+        require("null_threshold", self.qa.null_threshold, -math.inf)
+        self.train.validate()
+        if self.batch_size % self.train.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
+                             f"{self.train.grad_accum}")
 
 
 # ---- tasks for the loop ------------------------------------------------------------------------------------------
@@ -311,37 +330,31 @@ RESUME_MAY_CHANGE = {"out", "max_eval_examples", "train.threads", "train.device"
                      "train.log_every", "train.keep_checkpoints"}
 
 
-def check_resumable(cfg: FinetuneConfig, resume: bool) -> None:
-    """Write the config to `out/finetune_config.json`; when resuming, first refuse one that would compute a different
-    run (another learning rate, data, epochs or seed would silently continue a schedule it did not start)."""
-    path = Path(cfg.out) / "finetune_config.json"
-
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    now = flat(json.loads(json.dumps(asdict(cfg), default=str)))
-    if resume and path.exists():
-        before = flat(json.loads(path.read_text(encoding="utf-8")))
+def check_resumable(cfg: FinetuneConfig, target: OutputDir) -> None:
+    """When resuming, refuse a config that would compute a different run than the one in `finetune_config.json`
+    (another learning rate, data, epochs or seed would silently continue a schedule it did not start)."""
+    if target.resuming:
         qa = TASK_INFO.get(cfg.task) is not None and TASK_INFO[cfg.task].family == "qa"
-        changed = sorted(k for k in set(now) | set(before) if k not in RESUME_MAY_CHANGE
-                         and (qa or not k.startswith("qa.")) and now.get(k) != before.get(k))
-        if changed:
-            diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            raise ValueError(f"{path}: --resume with a different config ({diffs}); use the same flags, or a new --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+        refuse_changed_config(target.path / "finetune_config.json", asdict(cfg),
+                              RESUME_MAY_CHANGE | (set() if qa else {"qa."}))
 
 
-def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool = True) -> dict:
+def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool = True,
+                 overwrite: bool = False) -> dict:
     """Fine-tune as `cfg` says; `resume` continues from the last checkpoint in `cfg.out` (written every
-    `cfg.train.save_every` steps), which must come from the same config (checked: `finetune_config.json`)."""
-    check_resumable(cfg, resume)
+    `cfg.train.save_every` steps), which must be this run's and come from the same config (checked:
+    `finetune_config.json`). A non-empty `cfg.out` is refused unless resuming, or `overwrite` (see
+    `bertkit.io.prepare_output_dir`); nothing is written until the data, config and model have loaded."""
+    cfg.validate()
+    target = prepare_output_dir(cfg.out, verb="finetune", inputs=[cfg.model, cfg.train_file, cfg.eval_file],
+                                resume=resume, overwrite=overwrite)
+    cfg.train.run_id = target.run_id
+    check_resumable(cfg, target)
+    config_text = json.dumps(asdict(cfg), indent=2, default=str) + "\n"  # before the steps are derived below
     tokenizer, train_set, eval_set, labels = load_task_data(cfg)
     info = TASK_INFO[cfg.task]
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
+    check_vocab(tokenizer, config, cfg.model)  # a wrong vocab.txt would train on shifted embedding rows
     config.num_labels = 1 if info.family == "regression" else len(labels) if labels else 2
     if labels is not None:  # after num_labels, which resets the names to LABEL_i
         config.id2label = dict(enumerate(labels))
@@ -357,10 +370,14 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool 
 
     task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_position_embeddings)
     schedule_epochs(cfg, task)
-    result = train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, show_progress=show_progress)
-    summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
-               "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
-    atomic_write_text(Path(cfg.out) / "eval_results.json", json.dumps(summary, indent=2) + "\n")
+    cfg.train.validate()
+    with target as work:
+        atomic_write_text(work / "finetune_config.json", config_text)
+        result = train(model, task, cfg.train, work, tokenizer=tokenizer, resume=target.resuming,
+                       show_progress=show_progress)
+        summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
+                   "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
+        atomic_write_text(work / "eval_results.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -388,6 +405,6 @@ def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, spli
     else:
         names = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels else None
         if names:
-            examples = align_labels(examples, task, names)
+            examples = align_labels(examples, task, names, source=eval_file, model=model_dir)
         t = SentenceTask(tok, [], examples, names, predictor.max_length, 1, seed)
     return {"task": task, "metric": info.metric, "eval_examples": len(examples), **t.evaluate(model)}

@@ -8,9 +8,10 @@ same update as one big batch. Then: clip, AdamW, warm-up/decay schedule.
 Around it: bf16 autocast where the device has fast bf16 (CUDA; off on CPUs without AMX, where it is slower),
 torchrun DDP (gloo on CPU, NCCL on GPU; only rank 0 writes), a progress bar with tokens/s and ETA, one JSON line
 per logged step or evaluation in `metrics.jsonl` and its plot, and checkpoints that resume exactly:
-`checkpoints/step-N/` holds an HF model directory plus `trainer_state.pt` (optimiser, schedule, RNG, step). It is
-written under a temporary name and renamed when complete, so a crash while saving leaves the previous checkpoint
-intact. The data position is the step: tasks derive each step's batch from (seed, step), never from a stream.
+`checkpoints/step-N/` holds an HF model directory plus `trainer_state.pt` (optimiser, schedule, RNG, step, the
+open log window, the run id). It is written under a temporary name and renamed when complete, so a crash while
+saving leaves the previous checkpoint intact; a resume removes such temporaries and takes only its own run's
+checkpoints. The data position is the step: tasks derive each step's batch from (seed, step), never from a stream.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -29,9 +31,11 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from tqdm import tqdm
 
-from bertkit.checkpoint import CheckpointError, atomic_write_text, load_state_into
+from bertkit.checkpoint import CheckpointError, load_state_into
+from bertkit.io import OutputError, atomic_write_text, read_json
 from bertkit.train.optim import adamw, warmup_linear
 from bertkit.train.plot import plot_metrics, read_metrics
 
@@ -61,11 +65,72 @@ class TrainConfig:
     # sequences). False (fine-tuning, whose shapes vary from batch to batch): freed memory is handed back every
     # log_every steps (see release_freed_memory); without either, a KorQuAD run's heap grew to 20 GB.
     keep_freed_memory: bool = False
+    # The run this training belongs to (the output directory's run.json): written into every checkpoint, and only
+    # checkpoints carrying it are resumed from or pruned. "": no check (a bare `train()` call).
+    run_id: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
     def warmup_steps(self) -> int:
         return int(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
+
+    def validate(self) -> None:
+        """Every numeric setting in its range (a ValueError naming the flag), before anything is written."""
+        require("steps", self.steps, 1)
+        require("lr", self.lr, 0, above=True)
+        require("warmup", self.warmup, 0)
+        require("weight_decay", self.weight_decay, 0)
+        require("adam_eps", self.adam_eps, 0, above=True)
+        require("max_grad_norm", self.max_grad_norm, 0, above=True)
+        require("grad_accum", self.grad_accum, 1)
+        require("log_every", self.log_every, 1)
+        require("eval_every", self.eval_every, 0)
+        require("save_every", self.save_every, 0)
+        require("keep_checkpoints", self.keep_checkpoints, 0)
+        require("threads", self.threads, 0)
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"--bf16 {self.bf16}: choose auto, on or off")
+
+
+def refuse_changed_config(path: Path, now: dict, may_change: set[str]) -> None:
+    """Refuse to resume with a config (`now`, nested dicts) that computes a different run than the one saved at
+    `path`: another learning rate, data, steps or seed would silently continue a schedule it did not start. Keys in
+    `may_change` (how a run is carried out: threads, device, checkpoint frequency; a key ending in "." covers its
+    section) are not compared. A missing file (a run killed before writing it) has nothing to compare."""
+    if not path.exists():
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before = read_json(path, "config")
+    if not isinstance(before, dict):
+        raise ValueError(f"{path}: malformed config (not a JSON object)")
+
+    def free(key: str) -> bool:
+        return key in may_change or any(key.startswith(p) for p in may_change if p.endswith("."))
+
+    before, now = flat(before), flat(json.loads(json.dumps(now, default=str)))
+    changed = sorted(k for k in set(now) | set(before) if not free(k) and now.get(k) != before.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ValueError(f"{path}: --resume with a different config ({diffs}); use the same flags, or a new --out")
+
+
+def require(name: str, value, minimum: float, above: bool = False, maximum: float | None = None,
+            below: bool = False) -> None:
+    """`value` within [minimum, maximum] (open ends with `above` / `below`), else a one-line ValueError naming the
+    setting as its flag: `--batch-size 0: must be at least 1`."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{flag} {value!r}: not a finite number")
+    if value < minimum or (above and value == minimum):
+        raise ValueError(f"{flag} {value}: must be {'above' if above else 'at least'} {minimum}")
+    if maximum is not None and (value > maximum or (below and value == maximum)):
+        raise ValueError(f"{flag} {value}: must be {'below' if below else 'at most'} {maximum}")
 
 
 class Task(Protocol):
@@ -151,10 +216,32 @@ def _all_reduce(t: torch.Tensor, env: Env) -> torch.Tensor:
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories of interrupted saves are not listed)."""
-    found = [p for p in (out / "checkpoints").glob("step-*") if re.fullmatch(r"step-\d+", p.name)]
-    return sorted((p for p in found if (p / STATE).is_file()), key=lambda p: int(p.name[5:]))
+def checkpoints(out: Path, run_id: str = "") -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories of interrupted saves are not listed); with
+    `run_id`, only that run's."""
+    found = [p for p in (Path(out) / "checkpoints").glob("step-*") if re.fullmatch(r"step-\d+", p.name)]
+    found = sorted((p for p in found if (p / STATE).is_file()), key=lambda p: int(p.name[5:]))
+    # an unreadable state in this run's directory stays listed: resuming from it names the damage
+    return [p for p in found if checkpoint_run_id(p) in (run_id, None)] if run_id else found
+
+
+def checkpoint_run_id(path: Path) -> str | None:
+    """The run id a checkpoint was written by ("" before run ids existed; None: unreadable). Memory-mapped: the
+    optimiser's tensors are not read."""
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many kinds for a damaged file
+        return None
+    return str(state.get("run_id") or "") if isinstance(state, dict) else None
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Delete the half-written checkpoints of interrupted saves (`checkpoints/.tmp-step-*`) of the run in `out`.
+    Called by the one writing process (rank 0) when a run resumes, before it saves anything."""
+    stale = list((Path(out) / "checkpoints").glob(".tmp-step-*"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def rng_states(env: Env) -> list[torch.Tensor]:
@@ -168,33 +255,55 @@ def rng_states(env: Env) -> list[torch.Tensor]:
 
 
 def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, tokenizer, keep: int,
-                    rng: list[torch.Tensor], progress: dict | None = None) -> Path:
+                    rng: list[torch.Tensor], progress: dict | None = None, run_id: str = "") -> Path:
     """`progress`: what the run has accumulated besides the weights (training seconds, the best evaluation and its
-    weights), so that a resumed run reports and keeps the same as an uninterrupted one."""
+    weights, the statistics of the log window in progress), so that a resumed run reports, logs and keeps the same
+    as an uninterrupted one. A save that fails (a full disk) removes its temporary directory and raises an
+    OutputError naming the path; the previous checkpoints are untouched."""
     final = out / "checkpoints" / f"step-{step:07d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": rng, "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             "progress": progress or {}}
-    torch.save(state, tmp / STATE)
+             "progress": progress or {}, "run_id": run_id}
+    try:
+        model.save_pretrained(tmp, tokenizer=tokenizer)
+        torch.save(state, tmp / STATE)
+    except WRITE_ERRORS as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        before = checkpoints(out, run_id)
+        kept = f"the last complete checkpoint, {before[-1]}, is intact" if before else "no earlier checkpoint"
+        raise OutputError(f"{final}: checkpoint not saved ({_os_reason(e)}); {kept}") from None
     fault = os.environ.get("BERTKIT_FAULT_SAVE_DELAY", "")  # "STEP:SECONDS", fault injection for the crash test
     if fault and int(fault.split(":")[0]) == step:
         time.sleep(float(fault.split(":")[1]))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # the checkpoint exists only once it is complete
-    for old in checkpoints(out)[:-keep] if keep > 0 else []:
+    for old in checkpoints(out, run_id)[:-keep] if keep > 0 else []:  # never another run's
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> tuple[int, dict]:
+# What a failed write raises: the OS error itself, safetensors' and torch.save's wrappings of it (a full disk
+# reads "File too large (os error 27)" or "unexpected pos ..."), and io's OutputError.
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError, OutputError)
+
+
+def _os_reason(e: Exception) -> str:
+    """'File too large', 'No space left on device', ... from an OSError or from the message of a wrapped one."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env, run_id: str = "") -> tuple[int, dict]:
     """Restore a checkpoint into the model, optimiser, schedule and random streams: (step, progress)."""
     from bertkit.checkpoint import read_state_dict
 
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+        if run_id and state.get("run_id") != run_id:
+            raise CheckpointError(f"{path}: written by run {state.get('run_id')!r}, not this run {run_id!r}")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng = state["torch_rng"]
@@ -208,6 +317,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, env: Env) -> tuple[
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = int(state["step"])
         progress = state.get("progress", {})  # absent from checkpoints written before it was kept
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"{path / STATE}: not a readable trainer state ({type(e).__name__}: {e})") from None
     if hasattr(model, "load_weights"):  # a model saved as several directories (ELECTRA's two networks)
@@ -223,6 +334,7 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     """Run `task` on `model` for `cfg.steps` steps, writing checkpoints, metrics and the final model to `out`.
     Returns the last evaluation (the best one with `cfg.best_metric`) and `train_seconds`, the time spent in this
     loop summed over every resumed part of the run."""
+    cfg.validate()
     env = env or setup_env(cfg.device)
     out = Path(out)
     if env.device.type == "cpu" and cfg.keep_freed_memory:
@@ -236,12 +348,17 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     scheduler = warmup_linear(optimizer, cfg.warmup_steps, cfg.steps)
     start, progress = 0, {}
     if resume:
-        found = checkpoints(out)
+        if env.main:
+            for stale in remove_temporaries(out):
+                log.warning("removed %s (a checkpoint whose save was interrupted)", stale)
+        found = checkpoints(out, cfg.run_id)
         if found:
-            start, progress = load_checkpoint(found[-1], model, optimizer, scheduler, env)
+            start, progress = load_checkpoint(found[-1], model, optimizer, scheduler, env, cfg.run_id)
             log.warning("resuming from %s (step %d)", found[-1], start)
         else:
-            log.warning("--resume: no checkpoint in %s; starting from scratch", out / "checkpoints")
+            others = " (those there belong to another run)" if checkpoints(out) else ""
+            log.warning("--resume: no checkpoint of this run in %s%s; starting from scratch", out / "checkpoints",
+                        others)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2, default=str) + "\n")
@@ -255,10 +372,15 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
     last_eval: dict = progress.get("last_eval", {})
     best: tuple[float, dict, dict] | None = progress.get("best")  # (score, evaluation, weights) of the best so far
     seconds_before, loop_start = float(progress.get("train_seconds", 0.0)), time.perf_counter()
-    # Statistics of the steps since the last log line, so that each line summarises its whole window.
-    window: dict[str, float] = {}
-    window_totals = torch.zeros(len(task.names), dtype=torch.float64)
-    window_tokens, window_start = 0, time.perf_counter()
+    # Statistics of the steps since the last log line, so that each line summarises its whole window. A checkpoint
+    # carries them: resumed between two log lines, the next line still covers the whole window (without them it
+    # covered only the steps after the resume, and the train rows of metrics.jsonl differed from an uninterrupted
+    # run's). Only tokens_per_s and time, wall-clock measures, may differ.
+    saved = progress.get("window", {}) if env.main else {}  # saved summed over ranks: rank 0 carries the sum
+    window: dict[str, float] = dict(saved.get("stats", {}))
+    window_totals = torch.tensor(progress.get("window", {}).get("totals", [0.0] * len(task.names)),
+                                 dtype=torch.float64)  # already global: the counts are all-reduced every step
+    window_tokens, window_start = int(saved.get("tokens", 0)), time.perf_counter()
     model.train()
     for step in range(start, cfg.steps):
         micro = [{k: v.to(env.device) for k, v in b.items()} for b in
@@ -311,11 +433,16 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                         {k: v.detach().clone() for k, v in model.state_dict().items()})
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             rng = rng_states(env)
+            keys = sorted(window)
+            summed = _all_reduce(torch.tensor([window[k] for k in keys] + [window_tokens], dtype=torch.float64,
+                                              device=env.device), env).tolist()
             if env.main:
                 progress = {"train_seconds": seconds_before + time.perf_counter() - loop_start,
-                            "last_eval": last_eval, "best": best}
+                            "last_eval": last_eval, "best": best,
+                            "window": {"stats": dict(zip(keys, summed)), "totals": window_totals.tolist(),
+                                       "tokens": int(summed[-1])}}
                 save_checkpoint(out, done, model, optimizer, scheduler, tokenizer, cfg.keep_checkpoints, rng,
-                                progress)
+                                progress, cfg.run_id)
             if env.world > 1:
                 dist.barrier()
     bar.close()
@@ -325,7 +452,12 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
         last_eval = best[1]
     if env.main:
         metrics.close()
-        model.save_pretrained(out, tokenizer=tokenizer)  # the final (or best) model, an HF directory
+        try:
+            model.save_pretrained(out, tokenizer=tokenizer)  # the final (or best) model, an HF directory
+        except WRITE_ERRORS as e:
+            last = checkpoints(out, cfg.run_id)
+            hint = f"; --resume writes it from {last[-1]}" if last else ""
+            raise OutputError(f"{out}: final model not saved ({_os_reason(e)}){hint}") from None
     return {**last_eval, "train_seconds": train_seconds}
 
 

@@ -19,6 +19,7 @@ computes padding: together the bulk of the speed-up over `transformers.BertForPr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,9 +32,10 @@ from bertkit.config import BertConfig
 from bertkit.data.pretraining import (InstanceConfig, Masker, MaskingConfig, Schedule, ShardError, ShardSet,
                                       build_shards)
 from bertkit.checkpoint import load_state_into, read_state_dict
+from bertkit.io import OutputError, atomic_write_text, prepare_output_dir
 from bertkit.heads import IGNORE, BertForMaskedLM, BertForPreTraining, BertForReplacedTokenDetection
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.loop import TrainConfig, train
+from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
 
 log = logging.getLogger("bertkit.pretrain")
 
@@ -62,6 +64,19 @@ class PretrainConfig:
         masking = MaskingConfig(**d.pop("masking", {}))
         train_cfg = TrainConfig(**d.pop("train", {}))
         return cls(**d, masking=masking, train=train_cfg)
+
+    def validate(self) -> None:
+        """Every number in its range (a one-line error naming the flag), before anything is read or written."""
+        require("max_seq_length", self.max_seq_length, 8)
+        require("batch_size", self.batch_size, 1)
+        require("eval_fraction", self.eval_fraction, 0, maximum=1, below=True)
+        require("eval_instances", self.eval_instances, 0)
+        require("duplication", self.masking.duplication, 0)
+        require("rtd_weight", self.rtd_weight, 0)
+        self.train.validate()
+        if self.batch_size % self.train.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
+                             f"{self.train.grad_accum}")
 
 
 class PretrainTask:
@@ -213,8 +228,9 @@ def data_objective(objective: str) -> str:
     return "bert" if objective == "bert" else "roberta"
 
 
-def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool = True) -> Path:
-    """Shards under `out/data/<hash of corpus, vocabulary and instance settings>`, built once and reused."""
+def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, out: str | Path, show_progress: bool = True) -> Path:
+    """Shards under `out/data/<hash of corpus, vocabulary and instance settings>`, built once and reused (`out`:
+    the directory the run writes, `cfg.out` or its temporary replacement)."""
     icfg = InstanceConfig(max_seq_length=cfg.max_seq_length, objective=data_objective(cfg.objective),
                           seed=cfg.train.seed)
     files = [Path(p) for p in cfg.corpus]
@@ -223,43 +239,71 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, show_progress: bool 
                       if (Path(cfg.vocab) / "vocab.txt").exists() else cfg.vocab,
                       "format": cfg.format, "eval_fraction": cfg.eval_fraction, "instances": asdict(icfg)},
                      sort_keys=True)
-    directory = Path(cfg.out) / "data" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    directory = Path(out) / "data" / hashlib.sha1(key.encode()).hexdigest()[:12]
     if not ((directory / "train" / "meta.json").is_file() and (directory / "eval" / "meta.json").is_file()):
         build_shards(files, tokenizer, directory, icfg, fmt=cfg.format, eval_fraction=cfg.eval_fraction,
                      show_progress=show_progress)
     return directory
 
 
-def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True) -> dict:
+# How a run is carried out, not what it computes: these may change between the parts of a resumed run.
+RESUME_MAY_CHANGE = {"out", "eval_instances", "train.threads", "train.device", "train.save_every", "train.log_every",
+                     "train.eval_every", "train.keep_checkpoints", "train.keep_freed_memory"}
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True,
+                 overwrite: bool = False) -> dict:
+    """Pre-train as `cfg` says into `cfg.out`; `resume` continues this run from its last checkpoint. A non-empty
+    `cfg.out` is refused unless resuming, or `overwrite` (see `bertkit.io.prepare_output_dir`). Under torchrun,
+    rank 0 checks and creates the directory and tells the others where it is."""
+    import torch.distributed as dist
+
     from bertkit.train.loop import setup_env
 
+    cfg.validate()
     env = setup_env(cfg.train.device)
     tokenizer = Tokenizer.from_pretrained(cfg.vocab)
+    target, where = None, [None, None, None, None]  # path, run id, resuming, error
     if env.main:
-        data = prepare_data(cfg, tokenizer, show_progress)
+        try:
+            target = prepare_output_dir(cfg.out, verb="pretrain", inputs=[*cfg.corpus, cfg.vocab], resume=resume,
+                                        overwrite=overwrite)
+            cfg.train.run_id = target.run_id
+            if target.resuming:
+                refuse_changed_config(target.path / "pretrain_config.json", asdict(cfg), RESUME_MAY_CHANGE)
+            where = [str(target.path), target.run_id, target.resuming, None]
+        except ValueError as e:
+            where[3] = str(e)
     if env.world > 1:
-        torch.distributed.barrier()  # rank 0 builds the shards once; the others wait, then find them
-    data = prepare_data(cfg, tokenizer, show_progress=False) if not env.main else data
-    shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
-    if shards.config.objective != data_objective(cfg.objective):
-        raise ShardError(f"{data}: built for objective '{shards.config.objective}', not '{cfg.objective}'")
-    masker = Masker(tokenizer, cfg.masking)
-    model_cfg = BertConfig.named(cfg.size, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                                 max_position_embeddings=max(512, cfg.max_seq_length), **cfg.model_overrides)
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    if cfg.objective == "electra":
-        model = Electra(model_cfg, generator_config(model_cfg, cfg.generator_overrides))
-        task = ElectraTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
-                           cfg.eval_instances, rtd_weight=cfg.rtd_weight)
-    else:
-        model = BertForPreTraining(model_cfg)
-        task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
-                            cfg.eval_instances)
-    if env.main:
-        log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", cfg.size,
-                 sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    cfg.train.keep_freed_memory = True  # packed sequences: the same shapes every step
-    return train(model, task, cfg.train, cfg.out, tokenizer=tokenizer, resume=resume, env=env,
-                 show_progress=show_progress)
+        dist.broadcast_object_list(where, src=0)
+    if where[3] is not None:
+        raise OutputError(where[3])
+    work, cfg.train.run_id, resuming = Path(where[0]), where[1], where[2]
+    with target if target is not None else contextlib.nullcontext(work):
+        if env.main:
+            data = prepare_data(cfg, tokenizer, work, show_progress)
+        if env.world > 1:
+            dist.barrier()  # rank 0 builds the shards once; the others wait, then find them
+        data = prepare_data(cfg, tokenizer, work, show_progress=False) if not env.main else data
+        shards, eval_shards = ShardSet(data / "train"), ShardSet(data / "eval")
+        if shards.config.objective != data_objective(cfg.objective):
+            raise ShardError(f"{data}: built for objective '{shards.config.objective}', not '{cfg.objective}'")
+        masker = Masker(tokenizer, cfg.masking)
+        model_cfg = BertConfig.named(cfg.size, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                                     max_position_embeddings=max(512, cfg.max_seq_length), **cfg.model_overrides)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+        if cfg.objective == "electra":
+            model = Electra(model_cfg, generator_config(model_cfg, cfg.generator_overrides))
+            task = ElectraTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
+                               cfg.eval_instances, rtd_weight=cfg.rtd_weight)
+        else:
+            model = BertForPreTraining(model_cfg)
+            task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
+                                cfg.eval_instances)
+        if env.main:
+            log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", cfg.size,
+                     sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
+            atomic_write_text(work / "pretrain_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        cfg.train.keep_freed_memory = True  # packed sequences: the same shapes every step
+        return train(model, task, cfg.train, work, tokenizer=tokenizer, resume=resuming, env=env,
+                     show_progress=show_progress)
