@@ -42,6 +42,8 @@ import threading
 import time
 from pathlib import Path
 
+from load import wait_ready  # benchmarks/load.py: the same readiness wait
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
 HEADER_TIMEOUT_S = 10.0
@@ -238,20 +240,10 @@ def main() -> int:
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     texts = sentences()
     try:
-        deadline = time.time() + 180
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited: {server.stderr.read()[-2000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("the server did not start in 180 s")
-            time.sleep(0.5)
+        try:
+            wait_ready(port, server, timeout=180)
+        except RuntimeError as e:
+            raise SystemExit(f"{e}: {server.stderr.read()[-2000:] if server.poll() is not None else ''}") from None
         capacity = measure_capacity(port, key, texts, args.clients, args.capacity_s)
         rate = args.load * capacity
         print(f"capacity {capacity:.1f} requests/s ({args.clients} clients, {args.capacity_s:g} s); soak at "
