@@ -129,3 +129,14 @@ def small_corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("corpus")
     nsmc_corpus_head(d, 3000, 1500)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random BERT (2 layers, 128 wide) with all-MiniLM-L6-v2's tokenizer, saved as an HF directory."""
+    from bertkit import BertConfig, BertModel, Tokenizer
+
+    d = tmp_path_factory.mktemp("tiny")
+    BertModel(BertConfig.named("tiny", max_position_embeddings=512)).save_pretrained(
+        d, tokenizer=Tokenizer.from_pretrained(minilm_dir))
+    return d

@@ -85,13 +85,6 @@ def test_finetune_cli_pretrained_and_random(tmp_path, minilm_dir, capsys):
     assert "no dev.tsv, .csv, .jsonl or .json (gzipped or not)" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_dir):
-    d = tmp_path_factory.mktemp("tiny")
-    BertModel(BertConfig.named("tiny", max_position_embeddings=512)).save_pretrained(
-        d, tokenizer=Tokenizer.from_pretrained(minilm_dir))
-    return d
-
 
 @pytest.mark.parametrize("task,data,extra,metric", [
     ("stsb", ("glue", "STS-B"), [], "spearman"),

@@ -23,13 +23,6 @@ from conftest import need_data
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_dir):
-    d = tmp_path_factory.mktemp("tiny")
-    BertModel(BertConfig.named("tiny", max_position_embeddings=128)).save_pretrained(
-        d, tokenizer=Tokenizer.from_pretrained(minilm_dir))
-    return d
-
 
 def digest(directory: Path) -> dict[str, str]:
     """Every file under `directory` and a hash of its bytes."""
