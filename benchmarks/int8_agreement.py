@@ -34,7 +34,7 @@ warnings.filterwarnings("ignore")
 
 
 def main() -> None:
-    from bertkit.checkpoint import load_model
+    from bertkit.heads import load_model
     from bertkit.infer.predictor import Predictor, PredictorSettings
     from bertkit.infer.quantize import _quantized_api, quantizable, quantize_int8
     from bertkit.tokenizer import Tokenizer

@@ -144,7 +144,7 @@ def accuracy(predictor, texts, gold, task) -> float:
 
 def hf_accuracy(model_dir, texts, gold, task) -> float:
     """The teacher in transformers (the baseline's library), on the same tokenisation as bertkit's."""
-    from bertkit.checkpoint import load_model
+    from bertkit.heads import load_model
     from bertkit.tokenizer import Tokenizer
 
     ours = load_model(model_dir)

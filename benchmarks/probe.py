@@ -67,7 +67,7 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
 
 def main() -> None:
     from bertkit import BertConfig, BertModel, Tokenizer
-    from bertkit.checkpoint import load_model
+    from bertkit.heads import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a pre-trained model directory")

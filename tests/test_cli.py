@@ -32,6 +32,45 @@ def test_help_for_every_verb(capsys):
     assert "--max-length" in capsys.readouterr().out
 
 
+def test_flags_and_defaults_come_from_the_config_dataclasses():
+    """One source for every default: a flag given nowhere else keeps its dataclass field's (or function
+    parameter's) default, and the overriding flags show the value they override."""
+    import dataclasses
+
+    from bertkit.cli import build_parser
+    from bertkit.infer.batchio import encode_file
+    from bertkit.infer.predictor import BACKENDS, PredictorSettings
+    from bertkit.train.finetune import FinetuneConfig
+
+    def parse(*argv):
+        return vars(build_parser([argv[0]]).parse_args(list(argv)))
+
+    def actions(verb):
+        sub = next(a for a in build_parser([verb])._actions if a.dest == "verb").choices[verb]
+        return {a.dest: a for a in sub._actions}
+
+    args = parse("predict", "--model", "m", "--input", "i", "--output", "o")
+    settings = PredictorSettings()
+    for f in ("batch_size", "max_length", "threads", "backend", "int8"):
+        assert args[f] == getattr(settings, f), f
+    assert tuple(actions("predict")["backend"].choices) == BACKENDS
+    args = parse("encode", "--model", "m", "--input", "i", "--output", "o")
+    import inspect
+
+    for name in ("batch_size", "threads", "layers", "max_length"):
+        assert args[name] == inspect.signature(encode_file).parameters[name].default, name
+    # finetune: flags left out leave the config's (and the task's) values; help shows fine-tuning's defaults
+    finetune = actions("finetune")
+    cfg = FinetuneConfig()
+    for name in ("epochs", "batch_size", "dropout", "lr", "warmup", "doc_stride", "null_threshold"):
+        assert finetune[name].default is None, name
+    for name, value in (("epochs", cfg.epochs), ("lr", cfg.train.lr), ("warmup", cfg.train.warmup),
+                        ("doc_stride", cfg.qa.doc_stride)):
+        assert f"(default {value})" in finetune[name].help, name
+    assert finetune["init"].default == cfg.init and finetune["lr"].type is float
+    assert {f.name for f in dataclasses.fields(cfg.qa)} >= {"doc_stride", "max_query_length", "max_answer_length"}
+
+
 def test_tokenize(tmp_path, text_file, minilm_dir):
     out = tmp_path / "out.jsonl"
     assert main(["tokenize", "--model", str(minilm_dir), "--input", str(text_file), "--output", str(out),

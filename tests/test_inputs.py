@@ -14,6 +14,7 @@ import torch
 from bertkit import BertConfig, BertForSequenceClassification, BertModel, Tokenizer
 from bertkit import cli
 from bertkit.cli import main, read_inputs
+from bertkit.infer import batchio
 from bertkit.infer.predictor import Predictor
 
 
@@ -38,7 +39,7 @@ def test_reading_a_line_in_pieces_gives_the_same_fields(tmp_path, monkeypatch):
     raw = "좋은 영화\tgood film\r\r\nsecond\t\r\n\tlast\t line\r\nno end\twithout newline".encode("utf-8")
     (tmp_path / "in.txt").write_bytes(raw)
     whole = list(read_inputs(str(tmp_path / "in.txt"), pairs=False))
-    monkeypatch.setattr(cli, "READ_BYTES", 3)  # every line crosses pieces, some in the middle of a character
+    monkeypatch.setattr(batchio, "READ_BYTES", 3)  # every line crosses pieces, some in the middle of a character
     pieces = list(read_inputs(str(tmp_path / "in.txt"), pairs=False))
     assert pieces == whole
     assert [x.text for x in whole] == ["좋은 영화\tgood film", "second\t", "\tlast\t line", "no end\twithout newline"]

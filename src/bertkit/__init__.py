@@ -1,11 +1,10 @@
 """bertkit: BERT, whole, in Python. The public API."""
 
-from bertkit.checkpoint import (CheckpointError, LoadReport, load_model, load_pretrained, packaged_model_dir,
-                                save_pretrained)
+from bertkit.checkpoint import CheckpointError, LoadReport, load_pretrained, packaged_model_dir, save_pretrained
 from bertkit.config import SIZES, BertConfig, ConfigError
 from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForReplacedTokenDetection, BertForSequenceClassification, BertForTokenClassification,
-                           HeadOutput)
+                           HeadOutput, load_model)
 from bertkit.model import BertModel, EncoderOutput
 from bertkit.tokenizer import Encoding, Tokenizer, TokenizerError
 from bertkit.vocab import VocabReport, learn_vocab

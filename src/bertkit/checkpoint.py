@@ -1,20 +1,24 @@
-"""Load and save Hugging Face BERT directories, unchanged.
+"""Load and save Hugging Face directories of every BERT family (`bertkit.families`), unchanged.
 
 A directory holds `config.json`, the weights (`model.safetensors`, a sharded `model.safetensors.index.json`, or
 `pytorch_model.bin` read with `torch.load(weights_only=True)`: no pickle from outside) and the tokenizer files.
 
 Loading maps the checkpoint's names onto the model's, then checks them, strictly by default:
 - legacy TF-era names `LayerNorm.gamma` / `LayerNorm.beta` become `weight` / `bias`;
-- the `bert.` prefix is added or removed to fit the target (a bare `BertModel` file into a head model, or a
-  head model's file into a bare encoder);
-- tied aliases (`cls.predictions.decoder.weight` = the word embeddings) and non-persistent buffers are dropped;
-- encoder weights missing from the file, or keys no BERT class has, are errors listing every name;
+- the family's base prefix (`bert.`, `roberta.`, `electra.`, `albert.`, `distilbert.`) is removed, the family's
+  names are mapped onto the internal (BERT) ones, and `bert.` is added or removed to fit the target (a bare base
+  model's file into a head model, or a head model's file into a bare encoder);
+- tied aliases (`cls.predictions.decoder.weight`, RoBERTa's `lm_head.decoder.weight`, ... = the word embeddings)
+  and non-persistent buffers (`embeddings.position_ids`, from older transformers) are dropped;
+- encoder weights missing from the file, or keys no class of the declared family has, are errors listing every
+  name (as the file spells them);
 - a head missing from the file (fine-tuning from a pre-trained encoder) is newly initialised and reported, and
   head weights the target has no use for (`cls.*` when fine-tuning) are reported as unused, never silently;
 - a tensor of the wrong shape is an error naming the file, the key and both shapes.
 
-Saving writes every file to a temporary name first and renames it into place, so an interrupted save never
-leaves a half-written checkpoint over a good one.
+Saving maps the names back to the family's, adds its prefix, and writes the family's own config.json with
+`architectures` = the family's HF class. Every file goes to a temporary name first and is renamed into place, so an
+interrupted save never leaves a half-written checkpoint over a good one.
 """
 
 from __future__ import annotations
@@ -35,13 +39,12 @@ from bertkit.io import atomic_path, atomic_write_text  # noqa: F401  (their old 
 log = logging.getLogger("bertkit.checkpoint")
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # HF non-persistent buffers, in old files
-TIED = {  # alias -> the tensor it is tied to
+TIED = {  # internal alias -> the tensor it is tied to (each family maps its own aliases onto these)
     "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
 }
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "discriminator_predictions.")  # heads of the HF classes
-ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+HEAD_PREFIXES = ("cls.", "classifier.", "pre_classifier.", "qa_outputs.", "discriminator_predictions.")
+ENCODER_PREFIXES = ("embeddings.", "embeddings_project.", "encoder.", "pooler.")
 
 
 class CheckpointError(ValueError):
@@ -110,30 +113,47 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _normalise_names(state: dict[str, torch.Tensor], has_prefix: bool) -> tuple[dict[str, torch.Tensor], int]:
-    """Legacy LayerNorm names, and the `bert.` prefix made to fit a model that has it (or not)."""
-    out, renamed = {}, 0
+def _is_buffer(key: str, buffers: tuple[str, ...]) -> bool:
+    return any(key == b or key.endswith("." + b) for b in buffers)
+
+
+def _normalise_names(state: dict[str, torch.Tensor], model: torch.nn.Module
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
+    """The file's keys as the model names them: legacy LayerNorm names, the family's prefix and names mapped to the
+    internal ones, and `bert.` made to fit a model that has it (or not). Also returns internal -> file key."""
+    config: BertConfig = model.config
+    family, head, has_prefix = config.family, type(model).__name__, hasattr(model, "bert")
+    base = family.prefix + "."
+    out, origin, renamed = {}, {}, 0
     for key, t in state.items():
         new = re.sub(r"(LayerNorm|layer_norm)\.gamma$", r"\1.weight", key)
         new = re.sub(r"(LayerNorm|layer_norm)\.beta$", r"\1.bias", new)
-        bare = new.removeprefix("bert.")
-        if bare in BUFFERS:
+        in_base, bare = new.startswith(base), new.removeprefix(base)
+        if _is_buffer(bare, family.buffers):
             continue
-        if has_prefix and new.startswith(ENCODER_PREFIXES):
+        new = family.to_internal(bare, config, head)
+        if has_prefix and (in_base or new.startswith(ENCODER_PREFIXES)):
             new = "bert." + new
-        elif not has_prefix and new.startswith("bert."):
-            new = bare
         renamed += new != key
-        out[new] = t
-    return out, renamed
+        out[new], origin[new] = t, key
+    return out, origin, renamed
+
+
+def hf_key(key: str, model: torch.nn.Module) -> str:
+    """A model's state-dict key as its family's HF checkpoint names it (`bert.encoder...` -> `albert.encoder...`)."""
+    config: BertConfig = model.config
+    family, head = config.family, type(model).__name__
+    if key.startswith("bert."):
+        return f"{family.prefix}.{family.to_hf(key.removeprefix('bert.'), config, head)}"
+    return family.to_hf(key, config, head)
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                     strict: bool = True) -> LoadReport:
     """Copy `state` into `model` by HF name, checking names and shapes; see the module docstring."""
-    has_prefix = hasattr(model, "bert")
-    state, renamed = _normalise_names(state, has_prefix)
+    state, origin, renamed = _normalise_names(state, model)
     report = LoadReport(source=source, renamed=renamed)
+    family = model.config.family
 
     own = model.state_dict()
     if "cls.predictions.decoder.bias" in state:  # some files keep only the alias of the MLM bias
@@ -145,9 +165,10 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     # Heads and the pooler come and go between tasks; anything else missing or unknown is a real mismatch.
     problems = []
     if missing_encoder := [k for k in missing if not _is_head_key(k)]:
-        problems.append(f"missing encoder weights: {', '.join(missing_encoder)}")
+        problems.append(f"missing encoder weights: {', '.join(hf_key(k, model) for k in missing_encoder)}")
     if foreign := [k for k in unexpected if not _is_head_key(k)]:
-        problems.append(f"unknown keys (not part of any BERT class): {', '.join(foreign)}")
+        problems.append(f"unknown keys (not part of any {family.name} class): "
+                        f"{', '.join(origin.get(k, k) for k in foreign)}")
     if problems and strict:
         raise CheckpointError(f"{source}: " + "; ".join(problems) + " (pass strict=False to load anyway)")
     for p in problems:
@@ -156,7 +177,7 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
 
     for k, t in state.items():
         if k in own and tuple(own[k].shape) != tuple(t.shape):
-            raise CheckpointError(f"{source}: key '{k}' has shape {tuple(t.shape)} in the file but "
+            raise CheckpointError(f"{source}: key '{origin.get(k, k)}' has shape {tuple(t.shape)} in the file but "
                                   f"{tuple(own[k].shape)} in the model (config.json and weights disagree?)")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     if report.newly_initialized or report.unused:
@@ -195,27 +216,24 @@ def load_pretrained(cls, path: str | Path, strict: bool = True, config: BertConf
     return model
 
 
-def load_model(path: str | Path, strict: bool = True, **config_overrides):
-    """The class that config.json's `architectures` names (BertModel when it names none bertkit knows)."""
-    from bertkit.heads import HEADS
-
-    config = BertConfig.from_json_file(Path(path) / "config.json")
-    name = next((a for a in (config.architectures or []) if a in HEADS), "BertModel")
-    return load_pretrained(HEADS[name], path, strict=strict, config=config, **config_overrides)
-
-
 # ---- writing ------------------------------------------------------------------------------------------------
 def save_pretrained(model: torch.nn.Module, path: str | Path, tokenizer=None) -> None:
-    """config.json + model.safetensors (+ the tokenizer's files) that `transformers` loads with from_pretrained."""
+    """config.json + model.safetensors (+ the tokenizer's files) that `transformers` loads with from_pretrained, in
+    the family's own names and config.json."""
+    config: BertConfig = model.config
+    family, head = config.family, type(model).__name__
+    if (architecture := family.hf_class(head)) is None:
+        raise CheckpointError(f"{path}: {head} has no {family.name} class in transformers (the {family.name} "
+                              f"family has {', '.join(family.architectures.values())})")
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED}
+    state = {hf_key(k, model): v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+             if k not in TIED}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     for stale in ("pytorch_model.bin", "model.safetensors.index.json"):  # would shadow or confuse the new file
         (directory / stale).unlink(missing_ok=True)
-    config: BertConfig = model.config
-    config.architectures = [type(model).__name__]
+    config.architectures = [architecture]
     config.save(directory / "config.json")
     if tokenizer is not None:
         tokenizer.save(directory)

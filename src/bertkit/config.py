@@ -1,8 +1,10 @@
-"""BertConfig: the hyper-parameters of a BERT encoder, field for field those of Hugging Face `config.json`.
+"""BertConfig: the hyper-parameters of a BERT-family encoder, field for field those of Hugging Face `config.json`.
 
 The field names are the checkpoint contract: a `config.json` written here loads in `transformers.BertConfig`
-and the reverse. Keys bertkit does not use (`transformers_version`, `use_cache`, ...) are kept in `extra` and
-written back unchanged, so a round trip loses nothing.
+and the reverse. Other families (`model_type` roberta, xlm-roberta, electra, albert, distilbert) are read and
+written through their family's adapter (`bertkit.families`), which maps their own keys (DistilBERT's `dim`, ...)
+to these fields and back. Keys bertkit does not use (`transformers_version`, `use_cache`, ...) are kept in
+`extra` and written back unchanged, so a round trip loses nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bertkit.families import FAMILIES, Family, family
+from bertkit.families.base import ConfigError
+from bertkit.io import atomic_write_text
 
 # Named sizes: (layers, hidden, heads). The feed-forward is 4 x hidden as in the paper and the small-BERT release
 # (Turc et al. 2019, "Well-Read Students Learn Better").
@@ -31,12 +37,9 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 # pieces, 512 positions; the largest multilingual vocabularies have ~250k), far below what a typo or a hostile file
 # asks for (max_position_embeddings 10^12 used to reach the allocator).
 LIMITS = {"vocab_size": 1 << 24, "hidden_size": 1 << 16, "num_hidden_layers": 1 << 10, "num_attention_heads": 1 << 12,
-          "intermediate_size": 1 << 18, "max_position_embeddings": 1 << 20, "type_vocab_size": 1 << 16}
+          "intermediate_size": 1 << 18, "max_position_embeddings": 1 << 20, "type_vocab_size": 1 << 16,
+          "embedding_size": 1 << 16, "num_hidden_groups": 1 << 10, "inner_group_num": 1 << 10}
 MAX_PARAMETERS = 10 ** 11  # 400 GB in float32
-
-
-class ConfigError(ValueError):
-    """A config.json that is missing, not JSON, or holds an impossible value; the message names file and field."""
 
 
 @dataclass
@@ -61,7 +64,10 @@ class BertConfig:
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # "regression" | "single_label_classification" | "multi_label_classification"
     architectures: list[str] | None = None
-    model_type: str = "bert"
+    model_type: str = "bert"  # selects the family (`config.family`)
+    embedding_size: int | None = None  # width of the embeddings; None: hidden_size (ELECTRA and ALBERT differ)
+    num_hidden_groups: int = 1  # ALBERT: groups of layers shared across depth
+    inner_group_num: int = 1  # ALBERT: distinct layers in a group
     # Every other key of config.json, written back untouched.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -75,6 +81,33 @@ class BertConfig:
         self.validate()
 
     # ---- derived values -------------------------------------------------------------------------------------
+    @property
+    def family(self) -> Family:
+        return family(self.model_type)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """An `embeddings_project` Linear(embedding_dim, hidden_size) sits between embeddings and layers."""
+        return self.family.always_project or self.embedding_dim != self.hidden_size
+
+    @property
+    def num_layer_modules(self) -> int:
+        """Distinct layers: num_hidden_layers, or ALBERT's groups x inner layers shared across depth."""
+        return self.num_hidden_groups * self.inner_group_num if self.family.shared_layers else self.num_hidden_layers
+
+    @property
+    def position_offset(self) -> int:
+        return self.family.position_offset(self)
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens: max_position_embeddings less the rows before the first position (RoBERTa)."""
+        return self.max_position_embeddings - self.position_offset
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -92,13 +125,35 @@ class BertConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"{source}: field '{name}' = {getattr(self, name)!r}: {why}")
 
+        fam = family(self.model_type, source)
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
+                     "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups",
+                     "inner_group_num"):
             v = getattr(self, name)
+            if v is None and name == "embedding_size":
+                continue
+            if name == "type_vocab_size" and not fam.token_types:
+                if v != 0:
+                    raise bad(name, f"must be 0: {fam.name} has no token types")
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "must be a positive integer")
             if v > LIMITS[name]:
                 raise bad(name, f"must be at most {LIMITS[name]:,} (no BERT comes near it)")
+        if not fam.shared_layers:
+            for name in ("num_hidden_groups", "inner_group_num"):
+                if getattr(self, name) != 1:
+                    raise bad(name, f"must be 1: {fam.name} does not share layers (only "
+                                    f"{', '.join(m for m, f in FAMILIES.items() if f.shared_layers)} do)")
+        elif self.num_hidden_groups > self.num_hidden_layers:
+            raise bad("num_hidden_groups", f"must be at most num_hidden_layers ({self.num_hidden_layers})")
+        if self.embedding_dim != self.hidden_size and not fam.factorised:
+            raise bad("embedding_size", f"must equal hidden_size ({self.hidden_size}): {fam.name} has no embedding "
+                                        f"projection (only {', '.join(m for m, f in FAMILIES.items() if f.factorised)} "
+                                        f"have)")
+        if self.max_length <= 0:
+            raise bad("max_position_embeddings", f"must exceed the position offset {self.position_offset} "
+                                                 f"(pad_token_id + 1)")
         if self.hidden_size % self.num_attention_heads:
             raise bad("hidden_size", f"must be divisible by num_attention_heads ({self.num_attention_heads})")
         if (n := self.num_parameters()) > MAX_PARAMETERS:
@@ -140,9 +195,12 @@ class BertConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         if out["id2label"] is not None:
             out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
-        for key in ("id2label", "label2id", "problem_type", "architectures", "classifier_dropout"):
+        for key in ("id2label", "label2id", "problem_type", "architectures", "classifier_dropout", "embedding_size"):
             if out[key] is None:
                 del out[key]
+        if not self.family.shared_layers:
+            del out["num_hidden_groups"], out["inner_group_num"]
+        out = self.family.config_to_hf(out)
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return dict(sorted(out.items()))
 
@@ -150,6 +208,8 @@ class BertConfig:
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> BertConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        fam = family(d.get("model_type", "bert"), source)
+        d = fam.config_from_hf(dict(d))
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
@@ -158,9 +218,6 @@ class BertConfig:
             kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
         else:
             extra.pop("num_labels", None)
-        if kwargs.get("model_type", "bert") != "bert":
-            raise ConfigError(f"{source}: field 'model_type' = {kwargs['model_type']!r}: bertkit reads BERT "
-                              f"checkpoints (model_type 'bert')")
         for name in ("id2label", "label2id"):
             if name in kwargs and kwargs[name] is not None and not isinstance(kwargs[name], dict):
                 raise ConfigError(f"{source}: field '{name}' must be a JSON object")
@@ -194,20 +251,22 @@ class BertConfig:
         return cls.from_dict(d, source=str(path))
 
     def save(self, path: str | Path) -> None:
-        from bertkit.checkpoint import atomic_write_text  # local: checkpoint imports config
-
         atomic_write_text(Path(path), self.to_json())
 
     def num_parameters(self, with_pooler: bool = True) -> int:
-        """Parameter count of the encoder, from the config alone."""
-        h, i, n = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        """Parameter count of the encoder, from the config alone (shared layers counted once)."""
+        h, i, e = self.hidden_size, self.intermediate_size, self.embedding_dim
+        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * e + 2 * e
+        project = e * h + h if self.projects_embeddings else 0
         layer = 4 * (h * h + h) + 2 * h * i + i + h + 4 * h
-        return emb + n * layer + (h * h + h if with_pooler else 0)
+        pooler = h * h + h if with_pooler and self.family.has_pooler else 0
+        return emb + project + self.num_layer_modules * layer + pooler
 
     def flops_per_token(self, seq_len: int) -> float:
         """Forward multiply-adds x 2 per token of the encoder at a sequence length (no embeddings, no pooler)."""
         h, i = self.hidden_size, self.intermediate_size
         per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
-        return float(self.num_hidden_layers * per_layer)
+        applied = self.num_hidden_layers * (self.inner_group_num if self.family.shared_layers else 1)
+        project = 2 * self.embedding_dim * h if self.projects_embeddings else 0
+        return float(applied * per_layer + project)
 

@@ -1,4 +1,8 @@
-"""Task heads over the encoder, each with its loss. Class and parameter names are those of the HF classes.
+"""Task heads over the encoder, each with its loss. Class and parameter names are those of the HF BERT classes;
+the other families' heads are these classes under their family's switches and key map (`bertkit.families`):
+RoBERTa's `lm_head`, ALBERT's `predictions` + `sop_classifier`, DistilBERT's `vocab_*`, ELECTRA's generator
+are the MLM head with a transform of width embedding_size; RoBERTa, ELECTRA and DistilBERT classify the first
+token through `pre_classifier` -> activation -> `classifier` (their `classifier.dense` / `classifier.out_proj`).
 
 | class | HF keys | output |
 |---|---|---|
@@ -17,11 +21,13 @@ small models) and returns their logits as (M, V) in label order; without labels 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertkit.checkpoint import load_pretrained
 from bertkit.config import BertConfig
 from bertkit.model import _ACT, BertModel, BertPreTrainedModel
 
@@ -43,11 +49,14 @@ class HeadOutput:
 
 
 class BertPredictionHeadTransform(nn.Module):
+    """hidden -> embedding width: dense, activation, LayerNorm (the family may fix the activation: RoBERTa's and
+    ELECTRA's generator use GELU whatever hidden_act says)."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = _ACT[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
+        self.act = _ACT[config.family.mlm_act or config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_dim, eps=config.layer_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.LayerNorm(self.act(self.dense(x)))
@@ -60,7 +69,7 @@ class BertLMPredictionHead(nn.Module):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.embedding_dim, config.vocab_size)
         # Tied as in the reference: `cls.predictions.decoder.{weight,bias}` are aliases of the embedding matrix
         # and of `cls.predictions.bias`; the checkpoint code writes each tensor once.
         self.decoder.weight = word_embeddings.weight
@@ -96,7 +105,8 @@ def _mlm(head: BertLMPredictionHead, seq: Tensor, labels: Tensor | None, reducti
 
 
 class BertForPreTraining(BertPreTrainedModel):
-    """MLM + NSP. `labels` (B, T) holds the original id at masked positions and -100 elsewhere."""
+    """MLM + NSP (ALBERT: sentence-order prediction, the same head). `labels` (B, T) holds the original id at
+    masked positions and -100 elsewhere."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -139,16 +149,31 @@ def _dropout_p(config: BertConfig) -> float:
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """Pooled [CLS] -> dropout -> linear. num_labels == 1 (or problem_type 'regression') is regression (MSE);
-    float multi-hot labels (or problem_type 'multi_label_classification') use BCE; otherwise cross-entropy."""
+    """Pooled [CLS] -> dropout -> linear (BERT, ALBERT), or the family's "first_token_mlp" style: h[:, 0] ->
+    dropout -> pre_classifier -> activation (tanh RoBERTa, GELU ELECTRA, ReLU DistilBERT) -> dropout -> linear.
+    num_labels == 1 (or problem_type 'regression') is regression (MSE); float multi-hot labels (or problem_type
+    'multi_label_classification') use BCE; otherwise cross-entropy."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = BertModel(config)
+        family = config.family
+        mlp = family.classifier_style == "first_token_mlp"
+        self.bert = BertModel(config, add_pooling_layer=not mlp)
         self.dropout = nn.Dropout(_dropout_p(config))
+        self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size) if mlp else None
+        self.classifier_act = _ACT[family.classifier_act]
+        self.input_dropout = family.classifier_input_dropout
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
+
+    def _features(self, enc) -> Tensor:
+        if self.pre_classifier is None:
+            return self.dropout(enc.pooler_output)
+        x = enc.last_hidden_state[:, 0]
+        if self.input_dropout:
+            x = self.dropout(x)
+        return self.dropout(self.classifier_act(self.pre_classifier(x)))
 
     def problem_type(self, labels: Tensor | None = None) -> str:
         if self.config.problem_type:
@@ -160,19 +185,19 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return "single_label_classification"
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False) -> HeadOutput:
+                output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
+        logits = self.classifier(self._features(enc))  # (B, num_labels)
         loss = None
         if labels is not None:
             kind = self.problem_type(labels)
             if kind == "regression":
-                loss = F.mse_loss(logits.squeeze(-1), labels.float().view(-1)) if self.num_labels == 1 \
-                    else F.mse_loss(logits, labels.float())
+                loss = F.mse_loss(logits.squeeze(-1), labels.float().view(-1), reduction=reduction) \
+                    if self.num_labels == 1 else F.mse_loss(logits, labels.float(), reduction=reduction)
             elif kind == "single_label_classification":
-                loss = F.cross_entropy(logits, labels.view(-1))
+                loss = F.cross_entropy(logits, labels.view(-1), reduction=reduction)
             else:
-                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction=reduction)
         return HeadOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states, pooler_output=enc.pooler_output)
 
 
@@ -188,11 +213,11 @@ class BertForTokenClassification(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False) -> HeadOutput:
+                output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
         logits = self.classifier(self.dropout(enc.last_hidden_state))  # (B, T, num_labels)
-        loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=IGNORE) \
-            if labels is not None else None
+        loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=IGNORE,
+                               reduction=reduction) if labels is not None else None
         return HeadOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
@@ -207,7 +232,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
-                end_positions=None, output_hidden_states=False) -> HeadOutput:
+                end_positions=None, output_hidden_states=False, reduction: str = "mean") -> HeadOutput:
         enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
         start, end = self.qa_outputs(enc.last_hidden_state).unbind(-1)  # (B, T) each
         if attention_mask is not None:  # a span never starts or ends in padding (the reference lets it)
@@ -217,7 +242,8 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         if start_positions is not None and end_positions is not None:
             T = start.shape[1]
             s, e = start_positions.view(-1).clamp(0, T), end_positions.view(-1).clamp(0, T)
-            loss = (F.cross_entropy(start, s, ignore_index=T) + F.cross_entropy(end, e, ignore_index=T)) / 2
+            loss = (F.cross_entropy(start, s, ignore_index=T, reduction=reduction)
+                    + F.cross_entropy(end, e, ignore_index=T, reduction=reduction)) / 2
         return HeadOutput(loss=loss, start_logits=start.contiguous(), end_logits=end.contiguous(),
                           hidden_states=enc.hidden_states)
 
@@ -261,3 +287,21 @@ HEADS: dict[str, type[BertPreTrainedModel]] = {
     for cls in (BertModel, BertForPreTraining, BertForMaskedLM, BertForSequenceClassification,
                 BertForTokenClassification, BertForQuestionAnswering, BertForReplacedTokenDetection)
 }
+
+
+def head_class(config: BertConfig) -> type[BertPreTrainedModel]:
+    """The head that config.json's `architectures` names, in the family's HF names or bertkit's own; BertModel
+    when it names none bertkit knows."""
+    family = config.family
+    for name in config.architectures or []:
+        internal = family.internal_class(name)
+        if internal in HEADS:
+            return HEADS[internal]
+    return BertModel
+
+
+def load_model(path: str | Path, strict: bool = True, **config_overrides) -> BertPreTrainedModel:
+    """The class that config.json's `architectures` names (BertModel when it names none bertkit knows), of any
+    family: e.g. ElectraForPreTraining -> BertForReplacedTokenDetection, AlbertForPreTraining -> BertForPreTraining."""
+    config = BertConfig.from_json_file(Path(path) / "config.json")
+    return load_pretrained(head_class(config), path, strict=strict, config=config, **config_overrides)

@@ -1,7 +1,11 @@
-"""The BERT encoder (Devlin et al. 2019), read leaves to root.
+"""The BERT encoder (Devlin et al. 2019), read leaves to root; the one encoder of every family.
 
 Module and parameter names are those of Hugging Face `BertModel` (the checkpoint contract): `embeddings.LayerNorm`
 keeps its capital letters and `attention.self` its odd name because every released BERT checkpoint uses them.
+Other families (`bertkit.families`) are the same modules under a few switches read from the config: embeddings of
+width `embedding_size` projected to hidden_size (ELECTRA, ALBERT), positions counted from pad_token_id + 1
+(RoBERTa), no token types and optional fixed sinusoidal positions (DistilBERT), layers shared across depth
+(ALBERT), no pooler (ELECTRA, DistilBERT). Their checkpoints' own names are mapped in `bertkit.checkpoint`.
 
 Deviations from the reference, all behind the same interface:
 - Unpadding. When a batch has padding, hidden states travel between layers as (N, H) over the N real tokens only,
@@ -22,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bertkit.config import BertConfig
+from bertkit.checkpoint import load_pretrained, save_pretrained
+from bertkit.config import BertConfig, ConfigError
 
 _ACT = {
     "gelu": F.gelu,  # exact erf form, as in the original BERT
@@ -31,6 +36,7 @@ _ACT = {
     "relu": F.relu,
     "silu": F.silu,
     "swish": F.silu,
+    "tanh": torch.tanh,
 }
 
 
@@ -64,19 +70,47 @@ class Padding:
         return x.view(self.batch, self.seq, *x.shape[1:])
 
 
+def sinusoidal_positions(rows: int, dim: int) -> Tensor:
+    """Fixed positions of Vaswani et al. 2017 as DistilBERT lays them out: sin in even columns, cos in odd ones."""
+    pos = torch.arange(rows, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    out = torch.empty(rows, dim, dtype=torch.float64)
+    out[:, 0::2], out[:, 1::2] = torch.sin(angle[:, 0::2]), torch.cos(angle[:, 1::2])
+    return out.float()
+
+
 class BertEmbeddings(nn.Module):
+    """word + position (+ token type) -> LayerNorm -> dropout, of width embedding_size (hidden_size by default)."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # HF name, capitalised
+        e = config.embedding_dim
+        self.word_embeddings = nn.Embedding(config.vocab_size, e, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, e)
+        # DistilBERT has no token types: no module, and token_type_ids are not used
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, e) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(e, eps=config.layer_norm_eps)  # HF name, capitalised
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.position_offset = config.position_offset  # RoBERTa: positions start at pad_token_id + 1
+        self.sinusoidal = config.family.sinusoidal(config)
+        if self.sinusoidal:  # fixed, not trained (DistilBERT's option); still saved, as HF does
+            self.position_embeddings.weight.requires_grad_(False)
+            self.reset_fixed()
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+    def reset_fixed(self) -> None:
+        if self.sinusoidal:
+            w = self.position_embeddings.weight
+            with torch.no_grad():
+                w.copy_(sinusoidal_positions(*w.shape))
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
         T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        positions = torch.arange(self.position_offset, self.position_offset + T, device=input_ids.device)
+        x = self.word_embeddings(input_ids)  # (B, T, E)
+        if self.token_type_embeddings is not None:
+            x = x + (self.token_type_embeddings(token_type_ids) if token_type_ids is not None
+                     else self.token_type_embeddings.weight[0])
         x = x + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(x))
 
@@ -153,9 +187,17 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
+    """The distinct layers, and the order they are applied in: each once, in turn, or, for ALBERT, group
+    int(i / (num_hidden_layers / num_hidden_groups)) for i in range(num_hidden_layers), all its inner layers each
+    time (Hugging Face's schedule)."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_layer_modules))
+        self.schedule = list(range(config.num_hidden_layers))
+        if config.family.shared_layers:
+            n, groups, inner = config.num_hidden_layers, config.num_hidden_groups, config.inner_group_num
+            self.schedule = [int(i / (n / groups)) * inner + k for i in range(n) for k in range(inner)]
 
 
 class BertPooler(nn.Module):
@@ -183,6 +225,11 @@ class BertPreTrainedModel(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
+        family = config.family
+        # a head the family has no model for (NSP pre-training on ELECTRA) is refused here, not at save time
+        if not any(c.__name__ in family.architectures for c in type(self).__mro__):
+            raise ConfigError(f"{type(self).__name__}: the {family.name} family has no such model (it has "
+                              f"{', '.join(family.architectures)})")
         self.config = config
 
     def init_weights(self) -> None:
@@ -205,27 +252,30 @@ class BertPreTrainedModel(nn.Module):
             if name.endswith("predictions.bias"):
                 nn.init.zeros_(p)
 
+        for m in self.modules():
+            if isinstance(m, BertEmbeddings):
+                m.reset_fixed()
+
     @classmethod
     def from_pretrained(cls, path, strict: bool = True, **config_overrides):
-        """Load a Hugging Face BERT directory; see `bertkit.checkpoint.load_pretrained`."""
-        from bertkit.checkpoint import load_pretrained
-
+        """Load a Hugging Face directory of any family; see `bertkit.checkpoint.load_pretrained`."""
         return load_pretrained(cls, path, strict=strict, **config_overrides)
 
     def save_pretrained(self, path, tokenizer=None) -> None:
-        from bertkit.checkpoint import save_pretrained
-
         save_pretrained(self, path, tokenizer=tokenizer)
 
 
 class BertModel(BertPreTrainedModel):
-    """Embeddings -> N x BertLayer -> (pooler). Checkpoint keys have no prefix (`embeddings.…`, `encoder.…`)."""
+    """Embeddings -> (projection) -> N x BertLayer -> (pooler). Checkpoint keys have no prefix (`embeddings.…`,
+    `encoder.…`). The pooler exists only where the family has one (not ELECTRA, not DistilBERT)."""
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
+        self.embeddings_project = nn.Linear(config.embedding_dim, config.hidden_size) \
+            if config.projects_embeddings else None
         self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.pooler = BertPooler(config) if add_pooling_layer and config.family.has_pooler else None
         # False: compute padding like the reference, keys masked (no data-dependent shapes). An ONNX export traces
         # this way, where ONNX Runtime's shape inference and fusions need static shapes; eager runs keep True.
         self.unpad = True
@@ -235,19 +285,20 @@ class BertModel(BertPreTrainedModel):
         self,
         input_ids: Tensor,  # (B, T) token ids
         attention_mask: Tensor | None = None,  # (B, T) 1 for real tokens, 0 for padding
-        token_type_ids: Tensor | None = None,  # (B, T) segment ids, 0 for A and 1 for B
+        token_type_ids: Tensor | None = None,  # (B, T) segment ids, 0 for A and 1 for B; unused without types
         output_hidden_states: bool = False,
     ) -> EncoderOutput:
         self._check_inputs(input_ids, attention_mask, token_type_ids)
         B, T = input_ids.shape
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
         padding = Padding.from_mask(attention_mask, B, T, self.unpad)
 
-        x = padding.unpad(self.embeddings(input_ids, token_type_ids))  # (N, H)
+        x = padding.unpad(self.embeddings(input_ids, token_type_ids))  # (N, E)
+        if self.embeddings_project is not None:  # after unpadding: padding is never projected
+            x = self.embeddings_project(x)  # (N, H)
         states = [x] if output_hidden_states else None
-        for layer in self.encoder.layer:
-            x = layer(x, padding)
+        layers = self.encoder.layer
+        for i in self.encoder.schedule:
+            x = layers[i](x, padding)
             if states is not None:
                 states.append(x)
 
@@ -264,14 +315,15 @@ class BertModel(BertPreTrainedModel):
         B, T = input_ids.shape
         if T == 0 or B == 0:
             raise ValueError(f"input_ids: empty batch of shape {tuple(input_ids.shape)}")
-        if T > cfg.max_position_embeddings:
+        if T > cfg.max_length:
+            offset = f" less the position offset {cfg.position_offset}" if cfg.position_offset else ""
             raise ValueError(f"input_ids: sequence length {T} exceeds max_position_embeddings "
-                             f"{cfg.max_position_embeddings}; truncate or split the input")
+                             f"{cfg.max_position_embeddings}{offset}; truncate or split the input")
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= cfg.vocab_size:
             raise ValueError(f"input_ids: ids must lie in [0, vocab_size={cfg.vocab_size}); got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}] (tokenizer and model disagree?)")
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise ValueError(f"{name}: shape {tuple(t.shape)} differs from input_ids {tuple(input_ids.shape)}")
-        if token_type_ids is not None and int(token_type_ids.max()) >= cfg.type_vocab_size:
+        if token_type_ids is not None and cfg.type_vocab_size and int(token_type_ids.max()) >= cfg.type_vocab_size:
             raise ValueError(f"token_type_ids: ids must lie in [0, type_vocab_size={cfg.type_vocab_size})")

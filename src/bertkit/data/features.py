@@ -36,6 +36,17 @@ from bertkit.tokenizer import Tokenizer
 IGNORE = -100
 
 
+def windows(n: int, room: int, step: int, align_end: bool = False) -> list[tuple[int, int]]:
+    """(start, length) of the windows of at most `room` pieces, `step` apart, that read `n` pieces: QA contexts,
+    tagged sentences, texts classified in windows and the service's token budget all cut them here. When the
+    steps do not land on the end, one more window reaches it: `step` further, or with `align_end` the last
+    `room` pieces (so that every window is full)."""
+    starts = list(range(0, max(n - room, 0) + 1, step))
+    if starts[-1] + room < n:
+        starts.append(n - room if align_end else starts[-1] + step)
+    return [(b, min(room, n - b)) for b in starts]
+
+
 # ---- span question answering -------------------------------------------------------------------------------------
 @dataclass
 class QAFeature:
@@ -72,10 +83,7 @@ def qa_features(tokenizer: Tokenizer, examples: Sequence[QAExample], settings: Q
             raise ValueError(f"max_length {s.max_length} leaves no room for the context after a "
                              f"{len(q_ids)}-token question")
         c_ids, c_off = c.ids, c.offsets
-        starts = list(range(0, max(len(c_ids) - room, 0) + 1, s.doc_stride))
-        if starts[-1] + room < len(c_ids):  # the step does not land on the end: one more window reaches it
-            starts.append(starts[-1] + s.doc_stride)
-        spans = [(b, min(room, len(c_ids) - b)) for b in starts]
+        spans = windows(len(c_ids), room, s.doc_stride)
         answer = _answer_tokens(ex, c_off) if train else None
         for b, length in spans:
             head = [tokenizer.cls_id] + q_ids + [tokenizer.sep_id]
@@ -214,10 +222,7 @@ def tag_features(tokenizer: Tokenizer, examples: Sequence[TagExample], label_ids
                     if word_at[c] >= 0 and word_at[c] != w:
                         inside.setdefault(int(word_at[c]), w)
         ids = enc.ids
-        windows = list(range(0, max(len(ids) - room, 0) + 1, step))
-        if windows[-1] + room < len(ids):
-            windows.append(windows[-1] + step)
-        bounds = [(b, min(room, len(ids) - b)) for b in windows]
+        bounds = windows(len(ids), room, step)
         for b, length in bounds:
             words = token_words[b:b + length]
             best = {w for i, w in enumerate(words) if w is not None and _is_max_context(bounds, (b, length), b + i)}

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.checkpoint import atomic_path, atomic_write_text
 from bertkit.data.corpus import CorpusError, read_documents
-from bertkit.heads import IGNORE
+from bertkit.data.features import IGNORE
+from bertkit.io import atomic_path, atomic_write_text
 from bertkit.tokenizer import Tokenizer
 
 OBJECTIVES = ("bert", "roberta")

@@ -1,11 +1,16 @@
-"""Task readers: labelled examples from the files the benchmarks ship, with errors that name file and line.
+"""The task registry (`TASKS`: one `Task` per name, pure data) and the readers behind it: labelled examples from
+the files the benchmarks ship, with errors that name file and line.
 
-- sentence and sentence-pair tasks, classification and regression (`read_task`): GLUE (SST-2, CoLA, MRPC, RTE,
-  STS-B, WNLI, QNLI, MNLI, QQP formats), NSMC, KLUE-NLI and KLUE-STS (JSON), and a user's own file (`custom`:
-  TSV, CSV with a header, or JSON lines; fields `text`, optional `text_pair`, `label`);
+- sentence and sentence-pair tasks, classification and regression (`read_sentences`): GLUE (SST-2, CoLA, MRPC,
+  RTE, STS-B, WNLI, QNLI, MNLI, QQP formats), NSMC, KLUE-NLI and KLUE-STS (JSON), and a user's own file
+  (`custom`: TSV, CSV with a header, or JSON lines; fields `text`, optional `text_pair`, `label`);
 - span question answering (`read_squad`): SQuAD v1.1 and v2.0 (`is_impossible`), KorQuAD 1.0;
 - token tagging (`read_conll`, `read_klue_ner`): CoNLL-2003 (word ... tag columns, with or without `-DOCSTART-`),
   KLUE-NER (one character per line, BIO).
+
+A task names its family (`bertkit.task_families.FAMILIES`: what the model, the features, the loss, the
+prediction and the HTTP schema are); everything task-specific is a field here, so no code tests a task's name.
+Adding a task is one `register_task` call (or one entry below).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +35,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Spec:
-    """Where a task's fields are: column names (a header row) or indices (no header)."""
+    """Where a sentence task's fields are: column names (a header row) or indices (no header)."""
 
     text: str | int
     label: str | int
@@ -40,30 +46,34 @@ class Spec:
     names: tuple[str, ...] | None = None
     regression: bool = False
     header: bool = True
-    splits: tuple[str, str] = ("train", "dev")  # file stems of (training, evaluation)
     fmt: str = "tsv"  # tsv | klue-json
 
 
-TASKS: dict[str, Spec] = {
-    "sst2": Spec("sentence", "label", labels=("0", "1"), names=("negative", "positive")),
-    "cola": Spec(3, 1, labels=("0", "1"), names=("unacceptable", "acceptable"), header=False),
-    "mrpc": Spec("#1 String", "Quality", pair="#2 String", labels=("0", "1"),
-                 names=("not_equivalent", "equivalent")),
-    "rte": Spec("sentence1", "label", pair="sentence2", labels=("entailment", "not_entailment")),
-    "wnli": Spec("sentence1", "label", pair="sentence2", labels=("0", "1"), names=("not_entailment", "entailment")),
-    "qnli": Spec("question", "label", pair="sentence", labels=("entailment", "not_entailment")),
-    "stsb": Spec("sentence1", "score", pair="sentence2", regression=True),
-    "mnli": Spec("sentence1", "gold_label", pair="sentence2", labels=("contradiction", "entailment", "neutral"),
-                 splits=("train", "dev_matched")),
-    "qqp": Spec("question1", "is_duplicate", pair="question2", labels=("0", "1"),
-                names=("not_duplicate", "duplicate")),
-    "nsmc": Spec("document", "label", labels=("0", "1"), names=("negative", "positive"), splits=("train", "test")),
-    "klue-nli": Spec("premise", "gold_label", pair="hypothesis", labels=("entailment", "neutral", "contradiction"),
-                     fmt="klue-json", splits=("klue-nli-v1.1_train", "klue-nli-v1.1_dev")),
-    "klue-sts": Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json",
-                     splits=("klue-sts-v1.1_train", "klue-sts-v1.1_dev")),
-    "custom": Spec("text", "label", pair="text_pair"),  # a user's file (.tsv, .csv, .jsonl); `text_pair` optional
-}
+Reader = Callable[[Path, "Task"], "tuple[list, list[str] | None]"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: how its files are read, which family it is, how it is scored and split, its defaults."""
+
+    family: str  # a name in bertkit.task_families.FAMILIES
+    metric: str  # the main metric: the best epoch is chosen by it
+    splits: tuple[str, str]  # file stems of (training, evaluation)
+    reader: Reader  # (path, task) -> (examples, label names or None)
+    spec: Spec | None = None  # sentence tasks: where the fields are
+    # example -> the key that keeps related examples on one side of `split_eval`; None: the task has a training
+    # split and `split_eval` is refused
+    group: Callable | None = None
+    max_length: int = 128  # the default --max-length (QA: 384, the paper's)
+    korean: bool = False  # QA: KorQuAD's answer normalisation for EM / F1
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        return self.spec.labels if self.spec else None
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        return self.spec.names if self.spec else None
 
 
 def _read_text(path: Path) -> str:
@@ -154,11 +164,9 @@ def _rows_klue(path: Path, spec: Spec):
             raise CorpusError(f"{where}: missing field {e}") from None
 
 
-def read_task(path: str | Path, task: str) -> tuple[list[Example], list[str] | None]:
-    """(examples, class names, or None for regression) of one split file of `task`."""
-    if task not in TASKS:
-        raise ValueError(f"task '{task}': choose one of {', '.join(TASKS)}")
-    spec, path = TASKS[task], Path(path)
+def read_sentences(path: Path, task: Task) -> tuple[list[Example], list[str] | None]:
+    """A sentence task's split: (examples, class names, or None for regression)."""
+    spec = task.spec
     if spec.fmt == "klue-json":
         rows = _rows_klue(path, spec)
     elif path.name.removesuffix(".gz").endswith(".jsonl"):
@@ -175,13 +183,26 @@ def read_task(path: str | Path, task: str) -> tuple[list[Example], list[str] | N
     return examples, sorted({str(e.label) for e in examples})
 
 
+def get_task(name: str) -> Task:
+    """The registered task `name`, or a ValueError listing the registered ones."""
+    if name not in TASKS:
+        raise ValueError(f"task '{name}': choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def read_task(path: str | Path, task: str) -> tuple[list, list[str] | None]:
+    """(examples, label names or None) of one split file of `task`, read by the task's reader."""
+    t = get_task(task)
+    return t.reader(Path(path), t)
+
+
 def align_labels(examples: list[Example], task: str, model_labels: list[str], source: str | Path | None = None,
                  model: str | Path | None = None) -> list[Example]:
     """`examples` labelled as the model names its classes: a model fine-tuned on the raw values ("0"/"1", before
     bertkit named GLUE's and NSMC's classes) is still evaluated and distilled correctly. With `source`, a gold
     label the model does not know (a fresh/rotten model on SST-2) is a ValueError naming the labels, the file
     (`source`) and the model's labels, not a KeyError later."""
-    spec = TASKS.get(task)
+    spec = TASKS[task].spec if task in TASKS else None
     if spec is not None and spec.names and set(model_labels) <= set(spec.labels):
         raw = dict(zip(spec.names, spec.labels))
         examples = [replace(e, label=raw.get(e.label, e.label)) for e in examples]
@@ -334,3 +355,85 @@ def _tag(tag: str, where: str) -> str:
     if tag != "O" and not (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-"):
         raise CorpusError(f"{where}: tag {tag!r} is not O, B-X, I-X, E-X or S-X")
     return tag
+
+
+def _tag_labels(examples: list[TagExample]) -> list[str]:
+    return sorted({t for e in examples for t in e.tags})
+
+
+def read_conll_task(path: Path, task: Task) -> tuple[list[TagExample], list[str]]:
+    examples = read_conll(path)
+    return examples, _tag_labels(examples)
+
+
+def read_klue_ner_task(path: Path, task: Task) -> tuple[list[TagExample], list[str]]:
+    examples = read_klue_ner(path)
+    return examples, _tag_labels(examples)
+
+
+def read_squad_task(path: Path, task: Task) -> tuple[list[QAExample], None]:
+    return read_squad(path), None
+
+
+# ---- the registry ------------------------------------------------------------------------------------------------
+def sentence_task(spec: Spec, splits: tuple[str, str] = ("train", "dev"), metric: str | None = None,
+                  group: Callable | None = None) -> Task:
+    """A classification (or, with `spec.regression`, regression) task read by `read_sentences`; the metric
+    defaults to accuracy (Spearman for regression)."""
+    return Task("regression" if spec.regression else "classification",
+                metric or ("spearman" if spec.regression else "accuracy"), splits, read_sentences, spec, group)
+
+
+def _first_text(e: Example) -> str:
+    return e.text
+
+
+def _title(e: QAExample) -> str:
+    return e.title
+
+
+def _id(e: TagExample) -> str:
+    return e.id
+
+
+TASKS: dict[str, Task] = {
+    "sst2": sentence_task(Spec("sentence", "label", labels=("0", "1"), names=("negative", "positive"))),
+    "cola": sentence_task(Spec(3, 1, labels=("0", "1"), names=("unacceptable", "acceptable"), header=False),
+                          metric="mcc"),
+    "mrpc": sentence_task(Spec("#1 String", "Quality", pair="#2 String", labels=("0", "1"),
+                               names=("not_equivalent", "equivalent")), metric="f1"),
+    "rte": sentence_task(Spec("sentence1", "label", pair="sentence2", labels=("entailment", "not_entailment"))),
+    "wnli": sentence_task(Spec("sentence1", "label", pair="sentence2", labels=("0", "1"),
+                               names=("not_entailment", "entailment"))),
+    "qnli": sentence_task(Spec("question", "label", pair="sentence", labels=("entailment", "not_entailment"))),
+    "stsb": sentence_task(Spec("sentence1", "score", pair="sentence2", regression=True)),
+    "mnli": sentence_task(Spec("sentence1", "gold_label", pair="sentence2",
+                               labels=("contradiction", "entailment", "neutral")), splits=("train", "dev_matched")),
+    "qqp": sentence_task(Spec("question1", "is_duplicate", pair="question2", labels=("0", "1"),
+                              names=("not_duplicate", "duplicate")), metric="f1"),
+    "nsmc": sentence_task(Spec("document", "label", labels=("0", "1"), names=("negative", "positive")),
+                          splits=("train", "test")),
+    # KLUE ships no training split here: `split_eval` keeps a premise / first sentence on one side
+    "klue-nli": sentence_task(Spec("premise", "gold_label", pair="hypothesis",
+                                   labels=("entailment", "neutral", "contradiction"), fmt="klue-json"),
+                              splits=("klue-nli-v1.1_train", "klue-nli-v1.1_dev"), group=_first_text),
+    "klue-sts": sentence_task(Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json"),
+                              splits=("klue-sts-v1.1_train", "klue-sts-v1.1_dev"), metric="pearson",
+                              group=_first_text),
+    "custom": sentence_task(Spec("text", "label", pair="text_pair")),  # .tsv, .csv, .jsonl; `text_pair` optional
+    "conll2003": Task("tagging", "f1", ("eng.train", "eng.testb"), read_conll_task, group=_id),
+    "klue-ner": Task("tagging", "f1", ("klue-ner-v1.1_dev", "klue-ner-v1.1_dev"), read_klue_ner_task, group=_id),
+    "squad": Task("qa", "f1", ("train-v1.1", "dev-v1.1"), read_squad_task, group=_title, max_length=384),
+    "squad2": Task("qa", "f1", ("train-v2.0", "dev-v2.0"), read_squad_task, group=_title, max_length=384),
+    "korquad": Task("qa", "f1", ("KorQuAD_v1.0_train", "KorQuAD_v1.0_dev"), read_squad_task, group=_title,
+                    max_length=384, korean=True),
+}
+
+
+def register_task(name: str, task: Task, replace_existing: bool = False) -> Task:
+    """Add `task` to the registry under `name` (the CLI's --task choices are read from it when a parser is
+    built). A name already taken is refused unless `replace_existing`."""
+    if name in TASKS and not replace_existing:
+        raise ValueError(f"task '{name}' is already registered")
+    TASKS[name] = task
+    return task

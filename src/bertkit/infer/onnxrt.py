@@ -35,6 +35,7 @@ from torch import nn
 from bertkit.checkpoint import CheckpointError
 from bertkit.io import atomic_path
 from bertkit.config import BertConfig
+from bertkit.task_families import family_of
 
 log = logging.getLogger("bertkit.onnx")
 
@@ -50,16 +51,11 @@ def _require_ort():
 
 
 def output_names(model: nn.Module) -> tuple[str, ...]:
-    from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-    from bertkit.model import BertModel
-
-    if isinstance(model, BertForQuestionAnswering):
-        return ("start_logits", "end_logits")
-    if isinstance(model, (BertForSequenceClassification, BertForTokenClassification)):
-        return ("logits",)
-    if isinstance(model, BertModel):
-        return ("last_hidden_state",)
-    raise ValueError(f"{type(model).__name__}: no ONNX export for this head")
+    """The graph's outputs: the head's fields its task family names (`Family.onnx_outputs`)."""
+    family = family_of(type(model), model.config)
+    if family is None or not family.onnx_outputs:
+        raise ValueError(f"{type(model).__name__}: no ONNX export for this head")
+    return family.onnx_outputs
 
 
 class _Traced(nn.Module):
@@ -87,12 +83,9 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17, unpad: bool
     mask[1, 10:] = 0  # padding in the trace: the graph keeps the general (unpadding) path
     types = torch.zeros_like(ids)
     path = Path(path)
-    from bertkit.heads import BertForSequenceClassification
-
-    per_text = isinstance(model, BertForSequenceClassification)  # (batch, labels); the others are per token
     axes = {n: {0: "batch", 1: "sequence"} for n in (*INPUTS, *names)}
-    if per_text:
-        axes["logits"] = {0: "batch"}
+    for n in family_of(type(model), model.config).per_text_outputs:  # (batch, labels); the others are per token
+        axes[n] = {0: "batch"}
     encoders = [m for m in model.modules() if isinstance(m, BertModel)]
     try:
         for m in encoders:

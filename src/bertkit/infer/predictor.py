@@ -35,17 +35,18 @@ import torch
 from bertkit.checkpoint import CheckpointError
 from bertkit.config import BertConfig
 from bertkit.data.features import (QASettings, group_by_example, qa_decode, qa_features, tag_decode,
-                                   tag_features)
+                                   tag_features, windows)
 from bertkit.data.tasks import QAExample, TagExample
-from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
-                           BertForSequenceClassification, BertForTokenClassification, HEADS)
+from bertkit.heads import HEADS
 from bertkit.metrics import chunks
-from bertkit.model import BertModel
+from bertkit.task_families import Family, family_of, inference_head
 from bertkit.tokenizer import Tokenizer, check_vocab
 
-FAMILIES = {BertForMaskedLM: "fill-mask", BertForPreTraining: "fill-mask",
-            BertForSequenceClassification: "classification", BertForTokenClassification: "tagging",
-            BertForQuestionAnswering: "qa", BertModel: "embedding"}
+
+def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H), (B, T) -> (B, H): the mean over real tokens only."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 log = logging.getLogger("bertkit.predictor")
@@ -55,7 +56,7 @@ BACKENDS = ("torch", "onnx")
 @dataclass
 class PredictorSettings:
     batch_size: int = 32
-    max_length: int | None = None  # None: the model's max_position_embeddings
+    max_length: int | None = None  # None: the model's longest input (`BertConfig.max_length`)
     threads: int = 0  # torch / ONNX Runtime threads; 0 leaves the library's choice
     qa: QASettings = field(default_factory=QASettings)
     backend: str = "torch"  # torch | onnx
@@ -69,14 +70,12 @@ class Predictor:
         self.settings = settings or PredictorSettings()
         self.config: BertConfig = model.config
         kind = getattr(model, "family_class", type(model))  # an OnnxModel says which head it was exported from
-        self.family = next((f for cls, f in FAMILIES.items() if issubclass(kind, cls)), None)
-        if self.family is None:
+        family = family_of(kind, self.config)
+        if family is None:
             raise ValueError(f"{type(model).__name__}: no inference path for this head")
-        if self.family == "classification" and (self.config.num_labels == 1
-                                                 or self.config.problem_type == "regression"):
-            self.family = "regression"
-        self.max_length = min(self.settings.max_length or self.config.max_position_embeddings,
-                              self.config.max_position_embeddings)
+        self.task_family: Family = family
+        self.family = family.name
+        self.max_length = min(self.settings.max_length or self.config.max_length, self.config.max_length)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self._cache: OrderedDict = OrderedDict()
@@ -94,10 +93,8 @@ class Predictor:
             raise ValueError(f"backend '{settings.backend}': choose one of {', '.join(BACKENDS)}")
         directory = Path(path)
         config = BertConfig.from_json_file(directory / "config.json")
-        name = (config.architectures or ["BertModel"])[0]
-        head = HEADS.get(name)
-        if head is None or head not in FAMILIES:
-            head = BertModel if name == "BertForReplacedTokenDetection" else None
+        name = inference_head((config.architectures or ["BertModel"])[0])
+        head = HEADS.get(name) if name is not None else None
         if head is None:
             raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
                                   f"inference path for it")
@@ -171,11 +168,14 @@ class Predictor:
         return results
 
     # ---- the families --------------------------------------------------------------------------------------------
+    def _require(self, operation: str, what: str) -> None:
+        if self.task_family.operation != operation:
+            raise ValueError(f"this model does {self.family}, not {what}")
+
     def classify(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
         """A text longer than the model's window is read in overlapping windows (half a window apart) whose logits
         are averaged (`windows`: how many); a pair that does not fit is truncated longest-first (`truncated`)."""
-        if self.family not in ("classification", "regression"):
-            raise ValueError(f"this model does {self.family}, not classification")
+        self._require("classify", "classification")
         encs = self.tok.encode_batch(texts, pairs, max_length=self.max_length)
         rows, owner, notes = [], [], [dict() for _ in encs]
         long_ = [i for i, e in enumerate(encs) if len(e) == self.max_length]
@@ -192,13 +192,11 @@ class Predictor:
                 notes[i]["truncated"] = True
             else:
                 body, room = f.ids[1:-1], self.max_length - 2
-                starts = list(range(0, len(body) - room + 1, room // 2))
-                if starts[-1] + room < len(body):
-                    starts.append(len(body) - room)
-                for b in starts:
-                    rows.append(([self.tok.cls_id] + body[b:b + room] + [self.tok.sep_id], [0] * (room + 2)))
+                spans = windows(len(body), room, room // 2, align_end=True)
+                for b, length in spans:
+                    rows.append(([self.tok.cls_id] + body[b:b + length] + [self.tok.sep_id], [0] * (length + 2)))
                     owner.append(i)
-                notes[i]["windows"] = len(starts)
+                notes[i]["windows"] = len(spans)
         logits = self._run(rows, lambda out, b: out.logits.float().cpu().numpy(), "logits")
         summed = [np.zeros(self.config.num_labels) for _ in encs]
         for i, lg in zip(owner, logits):
@@ -206,14 +204,7 @@ class Predictor:
         names = [(self.config.id2label or {}).get(i, f"LABEL_{i}") for i in range(self.config.num_labels)]
         results = []
         for i, total in enumerate(summed):
-            lg = total / notes[i].get("windows", 1)
-            if self.family == "regression":
-                r = {"score": float(lg[0])}
-            else:
-                p = np.exp(lg - lg.max())
-                p /= p.sum()
-                r = {"label": names[int(np.argmax(p))], "probs": {n: float(x) for n, x in zip(names, p)}}
-            results.append({**r, **notes[i]})
+            results.append({**self.task_family.result(total / notes[i].get("windows", 1), names), **notes[i]})
         return results
 
     def explain(self, text: str, label: str | None = None) -> dict:
@@ -223,7 +214,7 @@ class Predictor:
         the float PyTorch model (gradients)."""
         from bertkit.data.corpus import split_sentences
 
-        if self.family != "classification":
+        if not self.task_family.explains:
             raise ValueError(f"this model does {self.family}; explanations are for classification")
         if not isinstance(self.model, torch.nn.Module) or not any(p.is_floating_point()
                                                                   for p in self.model.parameters()):
@@ -283,8 +274,7 @@ class Predictor:
     def tag(self, texts: Sequence[str] | Sequence[TagExample]) -> list[dict]:
         """Entities of raw texts (characters are the units, so offsets are the input's own), or tags of
         pre-split `TagExample`s (`tags`, one per word)."""
-        if self.family != "tagging":
-            raise ValueError(f"this model does {self.family}, not tagging")
+        self._require("tag", "tagging")
         examples = [t if isinstance(t, TagExample) else TagExample(list(t), ["O"] * len(t), text=t) for t in texts]
         label_ids = {v: k for k, v in self.config.id2label.items()}
         features = tag_features(self.tok, examples, label_ids, self.max_length, train=False)
@@ -310,8 +300,7 @@ class Predictor:
 
     def answer(self, questions: Sequence[str] | Sequence[QAExample], contexts: Sequence[str] | None = None,
                allow_empty: bool = False) -> list[dict]:
-        if self.family != "qa":
-            raise ValueError(f"this model does {self.family}, not question answering")
+        self._require("answer", "question answering")
         if contexts is not None:
             if len(contexts) != len(questions):
                 raise ValueError(f"contexts: {len(contexts)} items for {len(questions)} questions")
@@ -319,8 +308,8 @@ class Predictor:
         else:
             examples = list(questions)
         settings = self.settings.qa
-        if settings.max_length > self.config.max_position_embeddings:
-            settings = QASettings(**{**settings.__dict__, "max_length": self.config.max_position_embeddings})
+        if settings.max_length > self.config.max_length:
+            settings = QASettings(**{**settings.__dict__, "max_length": self.config.max_length})
         features = qa_features(self.tok, examples, settings)
         # qa_features keeps the first max_query_length pieces of a question: say when it cut one
         q_pieces = [len(e) for e in self.tok.encode_batch([ex.question for ex in examples], add_special_tokens=False)]
@@ -341,8 +330,7 @@ class Predictor:
         """For every `[MASK]` of each text, the `top_k` most likely pieces: `{"masks": [[{"token", "score"}, ...],
         ...]}` in the order the masks appear, and `"truncated": true` when the text was cut to the model's window
         (its later masks are not filled). Only masked positions are projected onto the vocabulary."""
-        if self.family != "fill-mask":
-            raise ValueError(f"this model does {self.family}, not fill-mask (it needs an MLM head)")
+        self._require("fill_mask", "fill-mask (it needs an MLM head)")
         mask_id = self.tok.mask_id
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
         for i, e in enumerate(encs):
@@ -370,14 +358,12 @@ class Predictor:
 
     def embed(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
         """(len(texts), H) mean of the last layer over each text's real tokens."""
-        from bertkit.apps.embeddings import mean_pool
-
         def pool(out, b):
             v = mean_pool(out.last_hidden_state, b["attention_mask"])
             return (torch.nn.functional.normalize(v, dim=-1) if normalize else v).float().cpu().numpy()
 
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
-        if self.family == "embedding":
+        if self.task_family.operation == "embed":  # a bare encoder; a task model embeds through its encoder
             return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, f"mean{int(normalize)}")) if encs else \
                 np.zeros((0, self.config.hidden_size), dtype=np.float32)
         if not isinstance(self.model, torch.nn.Module):

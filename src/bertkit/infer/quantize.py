@@ -24,6 +24,7 @@ from torch import nn
 
 from bertkit.checkpoint import TIED, CheckpointError, atomic_path
 from bertkit.config import BertConfig
+from bertkit.heads import head_class
 
 INT8_WEIGHTS = "model.int8.safetensors"
 INT8_KEY = "bertkit_int8"  # config.json field naming the quantised modules
@@ -167,8 +168,6 @@ def save_int8(model: nn.Module, path: str | Path, tokenizer=None) -> None:
 
 def load_int8(path: str | Path, engine: str | None = None) -> nn.Module:
     """The model that `save_int8` wrote, ready for inference (weights packed for `int8_engine(engine)`)."""
-    from bertkit.heads import HEADS
-
     DynamicLinear = _int8_linear_class()
     directory = Path(path)
     config = BertConfig.from_json_file(directory / "config.json")
@@ -177,9 +176,9 @@ def load_int8(path: str | Path, engine: str | None = None) -> nn.Module:
     if spec is None or not file.exists():
         raise CheckpointError(f"{directory}: not an int8 model directory (no {INT8_WEIGHTS} or no '{INT8_KEY}' "
                               f"in config.json); make one with `bertkit quantize`")
-    cls = HEADS.get((config.architectures or ["BertModel"])[0])
-    if cls is None:
+    if config.architectures and config.family.internal_class(config.architectures[0]) is None:
         raise CheckpointError(f"{directory / 'config.json'}: unknown architecture {config.architectures}")
+    cls = head_class(config)
     try:
         state = load_file(str(file))
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files

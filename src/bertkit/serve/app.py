@@ -48,61 +48,25 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from bertkit.infer.predictor import Predictor
+from bertkit.serve.inputs import BadRequest
+from bertkit.serve.inputs import show as _show
 from bertkit.serve.batcher import BatcherSettings, MicroBatcher, QueueFull, ShuttingDown
 from bertkit.serve.protocol import CONFIG_ENV, DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, GuardedH11Protocol
+from bertkit.task_families import ENDPOINTS, endpoints_of
 
 log = logging.getLogger("bertkit.serve")
 STATIC = Path(__file__).parent / "static"
-ENDPOINTS = ("classify", "tag", "answer", "embed", "similarity", "fill-mask")
-FAMILY_OPS = {  # what each kind of model can answer
-    "classification": {"classify", "embed", "similarity"},
-    "regression": {"classify", "embed", "similarity"},
-    "tagging": {"tag", "embed", "similarity"},
-    "qa": {"answer", "embed", "similarity"},
-    "embedding": {"embed", "similarity"},
-    "fill-mask": {"fill-mask", "embed", "similarity"},
-}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 PUBLIC = ("/healthz", "/", "/docs")  # with /static/*: no key needed (no data; the page asks for the key)
-EXPLAIN_COST = 3  # an explanation runs a forward and a backward pass: ~3x the tokens' forward cost
-
-
-_TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
-_PAIRS = {"type": "array", "minItems": 1,
-          "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2}}
-_MODEL = {"type": "string", "description": "which served model (default: the first)"}
-BODY_SCHEMAS = {
-    "classify": {"type": "object", "properties": {"texts": _TEXTS, "pairs": _PAIRS, "model": _MODEL,
-                                                  "explain": {"type": "boolean"}},
-                 "description": "texts, or pairs for a sentence-pair model; explain: word and sentence importance "
-                                "(gradient x input) with each answer"},
-    "tag": {"type": "object", "properties": {"texts": _TEXTS, "model": _MODEL}, "required": ["texts"]},
-    "answer": {"type": "object", "properties": {"question": {"type": "string", "minLength": 1},
-                                                "context": {"type": "string", "minLength": 1}, "model": _MODEL},
-               "required": ["question", "context"]},
-    "embed": {"type": "object", "properties": {"texts": _TEXTS, "model": _MODEL}, "required": ["texts"]},
-    "similarity": {"type": "object", "properties": {"pairs": _PAIRS, "model": _MODEL}, "required": ["pairs"]},
-    "fill-mask": {"type": "object", "properties": {"texts": _TEXTS, "top_k": {"type": "integer", "minimum": 1,
-                                                                               "maximum": 100}, "model": _MODEL},
-                  "required": ["texts"]},
-}
-SUMMARIES = {
-    "classify": "label and probabilities (or a score) for each text or pair",
-    "tag": "entities with character offsets for each text",
-    "answer": "the answer span of the context, with character offsets",
-    "embed": "an L2-normalised sentence vector for each text",
-    "similarity": "cosine similarity of the sentence vectors of each pair",
-    "fill-mask": "the most likely pieces for each [MASK]",
-}
+# The endpoints, their request schemas and how a request becomes a model call are the task families'
+# (`bertkit.task_families`): a model answers its family's endpoints and the embedding ones.
 
 
 @dataclass
@@ -141,120 +105,25 @@ class ServeSettings:
         return out
 
 
-class BadRequest(ValueError):
-    def __init__(self, status: int, message: str, **headers: str):
-        super().__init__(message)
-        self.status, self.headers = status, headers or None
-
-
 class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def _show(value: str, limit: int = 80) -> str:
-    """A client's string for an error message: shortened, and printable whatever it holds."""
-    value = value if len(value) <= limit else value[:limit] + "..."
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-# ---- input checks ----------------------------------------------------------------------------------------------------
-def _check_text(value: Any, where: str, settings: ServeSettings) -> tuple[str, bool]:
-    """(text, truncated) or BadRequest naming `where`."""
-    if not isinstance(value, str):
-        raise BadRequest(400, f"{where}: expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise BadRequest(400, f"{where}: empty text (no visible character)")
-    for i, ch in enumerate(value):
-        kind = unicodedata.category(ch)
-        if kind == "Cc" and ch not in "\t\n\r":
-            raise BadRequest(400, f"{where}: control character U+{ord(ch):04X} at position {i}")
-        if kind == "Cs":  # JSON can spell a lone surrogate (\ud800); it is not text
-            raise BadRequest(400, f"{where}: lone surrogate U+{ord(ch):04X} at position {i} (not valid Unicode)")
-    if len(value) > settings.max_chars:
-        if settings.on_long_text == "reject":
-            raise BadRequest(413, f"{where}: {len(value)} characters, limit {settings.max_chars}")
-        return value[: settings.max_chars], True
-    return value, False
-
-
-def _texts(body: dict, key: str, settings: ServeSettings) -> tuple[list[str], list[bool]]:
-    items = body.get(key)
-    if not isinstance(items, list):
-        raise BadRequest(400, f"{key}: expected a list of strings" + ("" if key in body else " (missing)"))
-    if not items:
-        raise BadRequest(400, f"{key}: empty list")
-    if len(items) > settings.max_items:
-        raise BadRequest(413, f"{key}: {len(items)} items, limit {settings.max_items} per request")
-    checked = [_check_text(t, f"{key}[{i}]", settings) for i, t in enumerate(items)]
-    return [t for t, _ in checked], [c for _, c in checked]
-
-
-def _pairs(body: dict, settings: ServeSettings) -> tuple[list[str], list[str], list[bool]]:
-    items = body.get("pairs")
-    if not isinstance(items, list) or not items:
-        raise BadRequest(400, "pairs: expected a non-empty list of [text, text_pair]")
-    if len(items) > settings.max_items:
-        raise BadRequest(413, f"pairs: {len(items)} items, limit {settings.max_items} per request")
-    a, b, cut = [], [], []
-    for i, p in enumerate(items):
-        if not isinstance(p, list) or len(p) != 2:
-            raise BadRequest(400, f"pairs[{i}]: expected [text, text_pair]")
-        (x, c1), (y, c2) = _check_text(p[0], f"pairs[{i}][0]", settings), _check_text(p[1], f"pairs[{i}][1]", settings)
-        a.append(x), b.append(y), cut.append(c1 or c2)
-    return a, b, cut
-
-
-# ---- the token budget ------------------------------------------------------------------------------------------------
-def _window_tokens(n: int, room: int, step: int, extra: int) -> tuple[int, int]:
-    """(windows, tokens) when `n` pieces are read in windows of `room` pieces `step` apart, each window adding
-    `extra` tokens (its [CLS]/[SEP], a QA question): the rule of tag_features, qa_features and Predictor.classify."""
-    starts = list(range(0, max(n - room, 0) + 1, step))
-    if starts[-1] + room < n:
-        starts.append(starts[-1] + step)
-    return len(starts), sum(min(room, n - b) + extra for b in starts)
-
-
 def token_costs(p: Predictor, op: str, items: list, names: list[str], budget: int) -> list[int]:
-    """The tokens the model will read for each item (windows included), checked against the per-request budget:
-    BadRequest(400) for an item with no piece at all, BadRequest(413) naming the item or the request when over.
-    Runs the tokenizer over everything, so it is called off the event loop."""
+    """The tokens the model will read for each item (windows included: the family's `cost`), checked against
+    the per-request budget: BadRequest(400) for an item with no piece at all, BadRequest(413) naming the item or
+    the request when over. Runs the tokenizer over everything, so it is called off the event loop."""
     strings = [s for x in items for s in (x if isinstance(x, tuple) else (x,))]
     pieces = [len(e) for e in p.tok.encode_batch(strings, add_special_tokens=False)]
-    L = p.max_length
     per_item, k = [], 0
     for x, name in zip(items, names):
-        if isinstance(x, tuple):  # a pair, or (question, context)
-            (na, nb), k = pieces[k:k + 2], k + 2
-            sides = ("question", "context") if op == "answer" else (f"{name}[0]", f"{name}[1]")
-            for n, where in zip((na, nb), sides):
-                if n == 0:
-                    raise BadRequest(400, f"{where}: empty text (no visible character)")
-        else:
-            n, k = pieces[k], k + 1
+        width = len(x) if isinstance(x, tuple) else 1  # a pair, or (question, context)
+        counts, k = tuple(pieces[k:k + width]), k + width
+        sides = p.task_family.side_names(op, name) if width == 2 else (name,)
+        for n, where in zip(counts, sides):
             if n == 0:
-                raise BadRequest(400, f"{name}: empty text (no visible character)")
-        if op == "answer":
-            qa = p.settings.qa
-            qa_len = min(qa.max_length, p.config.max_position_embeddings)
-            q = min(na, qa.max_query_length)
-            windows, cost = _window_tokens(nb, max(qa_len - q - 3, 1), qa.doc_stride, q + 3)
-            what = f"{na} + {nb} tokens, read as {windows} window(s) of up to {qa_len}: {cost} tokens"
-        elif isinstance(x, tuple):  # pairs: truncated longest-first to the window
-            cost = min(na + nb + 3, L)
-            what = f"{na + nb + 3} tokens"
-        elif op == "classify":
-            windows, cost = _window_tokens(n, L - 2, (L - 2) // 2, 2)
-            cost = windows * L if windows > 1 else cost
-            what = f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
-        elif op == "tag":
-            windows, cost = _window_tokens(n, L - 2, max((L - 2) // 2, 1), 2)
-            what = f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
-        elif op == "explain":  # the first window only, forward and backward
-            cost = EXPLAIN_COST * min(n + 2, L)
-            what = f"{min(n + 2, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
-        else:  # embed, fill-mask: cut to the window
-            cost = min(n + 2, L)
-            what = f"{n + 2} tokens" + (f" (cut to {L})" if n + 2 > L else "")
+                raise BadRequest(400, f"{where}: empty text (no visible character)")
+        cost, what = p.task_family.cost(p, op, counts, name)
         if cost > budget:
             raise BadRequest(413, f"{name}: {what}; limit {budget} tokens per request (max_tokens)")
         per_item.append(cost)
@@ -394,21 +263,7 @@ class Guard:
 
 # ---- the model side (runs in each model's batcher thread) -----------------------------------------------------------
 def run_batch(p: Predictor, op: str, items: list, options: dict) -> list:
-    if op == "classify":
-        if options.get("pairs"):
-            return p.classify([a for a, _ in items], [b for _, b in items])
-        return p.classify(items)
-    if op == "explain":
-        return [p.explain(t) for t in items]
-    if op == "tag":
-        return p.tag(items)
-    if op == "answer":
-        return p.answer([q for q, _ in items], [c for _, c in items])
-    if op == "embed":
-        return list(p.embed(items, normalize=options.get("normalize", True)))
-    if op == "fill-mask":
-        return p.fill_mask(items, top_k=options.get("top_k", 5))
-    raise ValueError(f"unknown operation {op}")
+    return p.task_family.run(p, op, items, options)
 
 
 # ---- the app ---------------------------------------------------------------------------------------------------------
@@ -485,9 +340,9 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
             raise BadRequest(400, "model: contains a lone surrogate (not valid Unicode)")
         if name not in predictors:
             raise BadRequest(404, f"model: '{_show(name)}' is not served (served: {', '.join(predictors)})")
-        family = predictors[name].family
-        if op not in FAMILY_OPS[family]:
-            raise BadRequest(404, f"/v1/{op}: model '{name}' is a {family} model and has no head for it")
+        family = predictors[name].task_family
+        if op not in endpoints_of(family):
+            raise BadRequest(404, f"/v1/{op}: model '{name}' is a {family.name} model and has no head for it")
         return name
 
     async def until_disconnected(request: Request) -> None:
@@ -516,53 +371,10 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
             body = await read_body(request)
             model = pick_model(body, op)
             p = predictors[model]
-            if op == "classify":
-                if "pairs" in body:
-                    a, b, cut = _pairs(body, settings)
-                    results = await run(request, model, op, list(zip(a, b)), [f"pairs[{i}]" for i in range(len(a))],
-                                        pairs=True)
-                else:
-                    texts, cut = _texts(body, "texts", settings)
-                    explain = body.get("explain", False)
-                    if not isinstance(explain, bool):
-                        raise BadRequest(400, "explain: expected true or false")
-                    if explain and (p.family != "classification" or not isinstance(p.model, torch.nn.Module)):
-                        raise BadRequest(400, "explain: needs a classification model on the float torch backend")
-                    results = await run(request, model, "explain" if explain else op, texts,
-                                        [f"texts[{i}]" for i in range(len(texts))])
-                payload = {"results": [{**r, **({"truncated": True} if c else {})} for r, c in zip(results, cut)]}
-            elif op in ("tag", "fill-mask"):
-                texts, cut = _texts(body, "texts", settings)
-                options = {}
-                if op == "fill-mask":
-                    top_k = body.get("top_k", 5)
-                    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
-                        raise BadRequest(400, "top_k: expected an integer between 1 and 100")
-                    # checked here, not in the worker: one bad text must not fail the other requests of its batch
-                    encs = await asyncio.to_thread(p.tok.encode_batch, texts, max_length=p.max_length)
-                    bad = next((i for i, e in enumerate(encs) if p.tok.mask_id not in e.ids), None)
-                    if bad is not None:
-                        raise BadRequest(400, f"texts[{bad}]: no [MASK] token to fill")
-                    options["top_k"] = top_k
-                results = await run(request, model, op, texts, [f"texts[{i}]" for i in range(len(texts))],
-                                    **options)
-                payload = {"results": [{**r, **({"truncated": True} if c else {})} for r, c in zip(results, cut)]}
-            elif op == "answer":
-                (q, c1), (ctx, c2) = (_check_text(body.get("question"), "question", settings),
-                                      _check_text(body.get("context"), "context", settings))
-                [answer] = await run(request, model, op, [(q, ctx)], ["question + context"])
-                payload = {**answer, **({"truncated": True} if c1 or c2 else {})}
-            elif op == "embed":
-                texts, cut = _texts(body, "texts", settings)
-                vectors = await run(request, model, op, texts, [f"texts[{i}]" for i in range(len(texts))],
-                                    normalize=True)
-                payload = {"vectors": [np.asarray(v).tolist() for v in vectors], "truncated": cut}
-            else:  # similarity
-                a, b, cut = _pairs(body, settings)
-                n = len(a)
-                vectors = await run(request, model, "embed", a + b,
-                                    [f"pairs[{i % n}][{i // n}]" for i in range(2 * n)], normalize=True)
-                payload = {"scores": [float(np.dot(vectors[i], vectors[n + i])) for i in range(n)]}
+            # the family checks the body (a fill-mask request tokenises its texts: off the event loop)
+            call = await asyncio.to_thread(p.task_family.parse, op, body, settings, p)
+            results = await run(request, model, call.op, call.items, call.names, **(call.options or {}))
+            payload = call.finish(results)
             return JSONResponse(payload)
         except BadRequest as e:
             return _json_error(e.status, str(e), e.headers)
@@ -582,8 +394,9 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
             return await handle(op, request)
 
         endpoint.__name__ = op.replace("-", "_")
-        app.post(f"/v1/{op}", summary=SUMMARIES[op], openapi_extra={"requestBody": {
-            "required": True, "content": {"application/json": {"schema": BODY_SCHEMAS[op]}}}})(endpoint)
+        schema, summary = ENDPOINTS[op].schema(op)
+        app.post(f"/v1/{op}", summary=summary, openapi_extra={"requestBody": {
+            "required": True, "content": {"application/json": {"schema": schema}}}})(endpoint)
 
     for op in ENDPOINTS:
         route(op)
@@ -604,9 +417,9 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
     @app.get("/v1/models")
     def models():
-        return {name: {"family": p.family, "endpoints": sorted(FAMILY_OPS[p.family]),
+        return {name: {"family": p.family, "endpoints": sorted(endpoints_of(p.task_family)),
                        "labels": [p.config.id2label[i] for i in range(p.config.num_labels)]
-                       if p.family == "classification" and p.config.id2label else None}
+                       if p.task_family.class_labels and p.config.id2label else None}
                 for name, p in predictors.items()}
 
     if STATIC.exists():

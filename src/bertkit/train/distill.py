@@ -27,9 +27,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bertkit.checkpoint import load_model
 from bertkit.config import BertConfig
-from bertkit.heads import IGNORE, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
+from bertkit.heads import IGNORE, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, load_model
 from bertkit.io import OutputDir, atomic_write_text, prepare_output_dir
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.loop import TrainConfig, require, train
@@ -63,13 +62,19 @@ def layer_map(state: dict[str, torch.Tensor], layers: list[int]) -> dict[str, to
 
 
 def student_from_teacher(teacher: torch.nn.Module, layers: list[int], **config_overrides) -> torch.nn.Module:
-    """A model of the teacher's class and width with `layers` of its encoder (and everything else) copied."""
+    """A model of the teacher's class, family and width with `layers` of its encoder (and everything else) copied.
+    ALBERT's layers are shared across depth: its student keeps them all and applies them fewer times
+    (num_hidden_layers = len(layers), on ALBERT's own schedule)."""
     n = teacher.config.num_hidden_layers
     if not layers or len(set(layers)) != len(layers) or not all(0 <= i < n for i in layers):
         raise ValueError(f"student layers {layers}: distinct indices of the teacher's {n} layers are needed")
-    config = BertConfig.from_dict({**teacher.config.to_dict(), **config_overrides, "num_hidden_layers": len(layers)})
+    config = BertConfig.from_dict(teacher.config.to_dict())  # a copy, in the family's own terms
+    for key, value in {**config_overrides, "num_hidden_layers": len(layers)}.items():
+        setattr(config, key, value)
+    config.validate("student config")
     student = type(teacher)(config)
-    student.load_state_dict(layer_map(teacher.state_dict(), layers))
+    state = teacher.state_dict()
+    student.load_state_dict(state if config.family.shared_layers else layer_map(state, layers))
     return student
 
 
@@ -237,7 +242,7 @@ def _task_specific(cfg: DistillConfig, teacher, student, layers: list[int], targ
     elif labels is not None and set(labels) - set(names):
         raise ValueError(f"{cfg.teacher}: the teacher's labels {names} do not cover the task's {labels}")
     task_labels = names if labels is not None else None
-    inner = make_task(fcfg, tokenizer, train_set, eval_set, task_labels, student.config.max_position_embeddings)
+    inner = make_task(fcfg, tokenizer, train_set, eval_set, task_labels, student.config.max_length)
     schedule_epochs(fcfg, inner)
     fcfg.train.run_id = target.run_id
     fcfg.train.validate()

@@ -21,9 +21,12 @@ from torch import nn
 from bertkit import metrics as M
 from bertkit.io import atomic_path, atomic_write_text, prepare_output_dir
 from bertkit.data.features import IGNORE, group_by_example, tag_decode, tag_features
+from bertkit.heads import HeadOutput
 from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer, check_vocab
-from bertkit.train.finetune import TASK_INFO, RowTask, read_examples, split_by_group
+from bertkit.data.tasks import get_task, read_task
+from bertkit.task_families import get_family
+from bertkit.train.finetune import RowTask, split_by_group
 from bertkit.train.loop import TrainConfig, require, setup_env, train
 
 MODES = ("embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all")
@@ -59,11 +62,17 @@ class FeatureTagger(nn.Module):
         self.spec = {"in_dim": in_dim, "hidden": hidden, "num_labels": num_labels,
                      "id2label": {str(k): v for k, v in id2label.items()}}
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, labels)
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor | None = None,
+                reduction: str = "mean") -> HeadOutput:
+        """(B, T, D) features -> (B, T, labels) logits; with `labels`, the cross-entropy over the labelled
+        positions (IGNORE elsewhere)."""
         packed = nn.utils.rnn.pack_padded_sequence(features, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=features.shape[1])
-        return self.classifier(out)
+        logits = self.classifier(out)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction) \
+            if labels is not None else None
+        return HeadOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, path, tokenizer=None) -> None:
         d = Path(path)
@@ -132,15 +141,14 @@ class FeatureTagTask(RowTask):
         return [float((batch["labels"] != IGNORE).sum())]
 
     def loss(self, model, batch, totals):
-        logits = model(batch["features"], batch["lengths"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+        loss = model(batch["features"], batch["lengths"], batch["labels"], reduction="sum").loss
         return loss / totals[0], {"loss": float(loss.detach())}
 
     def evaluate(self, model) -> dict[str, float]:
         preds, device = [], next(model.parameters()).device
         for start in range(0, len(self.eval_rows), 64):
             batch = self.collate(self.eval_rows[start:start + 64])
-            logits = model(batch["features"].to(device), batch["lengths"])
+            logits = model(batch["features"].to(device), batch["lengths"]).logits
             preds += [p[:n] for p, n in zip(logits.argmax(-1).tolist(), batch["lengths"].tolist())]
         grouped = group_by_example(self.eval_features)
         id2label = dict(enumerate(self.labels))
@@ -154,8 +162,8 @@ def run_feature_based(cfg: FeatureConfig, show_progress: bool = True, resume: bo
                       overwrite: bool = False) -> dict:
     """Train the feature-based tagger into `cfg.out` (refused if not empty, unless `overwrite`; see
     `bertkit.io.prepare_output_dir`)."""
-    info = TASK_INFO.get(cfg.task)
-    if info is None or info.family != "tagging":
+    info = get_task(cfg.task)
+    if not get_family(info.family).feature_based:
         raise ValueError(f"task '{cfg.task}': the feature-based recipe is for tagging tasks (conll2003, klue-ner)")
     require("epochs", cfg.epochs, 0, above=True)
     require("batch_size", cfg.batch_size, 1)
@@ -174,18 +182,18 @@ def run_feature_based(cfg: FeatureConfig, show_progress: bool = True, resume: bo
     layers = encoder.config.num_hidden_layers  # a wrong mode fails here, before any work
     combine(tuple(torch.zeros(1, 1, 1) for _ in range(layers + 1)), cfg.features)
     if cfg.split_eval:
-        examples, labels = read_examples(cfg.eval_file, cfg.task)
-        train_set, eval_set = split_by_group(examples, info.group or (lambda e: e.id), cfg.split_eval, cfg.train.seed)
+        examples, labels = read_task(cfg.eval_file, cfg.task)
+        train_set, eval_set = split_by_group(examples, info.group, cfg.split_eval, cfg.train.seed)
     else:
-        train_set, labels = read_examples(cfg.train_file, cfg.task)
-        eval_set, eval_labels = read_examples(cfg.eval_file, cfg.task)
+        train_set, labels = read_task(cfg.train_file, cfg.task)
+        eval_set, eval_labels = read_task(cfg.eval_file, cfg.task)
         labels = sorted(set(labels) | set(eval_labels))
     if cfg.max_train_examples:
         train_set = train_set[: cfg.max_train_examples]
     if cfg.max_eval_examples:
         eval_set = eval_set[: cfg.max_eval_examples]
     label_ids = {t: i for i, t in enumerate(labels)}
-    max_length = min(cfg.max_length, encoder.config.max_position_embeddings)
+    max_length = min(cfg.max_length, encoder.config.max_length)
     rows = []
     for split, examples, is_train in (("train", train_set, True), ("eval", eval_set, False)):
         feats = tag_features(tok, examples, label_ids, max_length, train=is_train)

@@ -1,4 +1,6 @@
-"""Fine-tuning recipes for the four task families of the paper, over the one training loop.
+"""Fine-tuning recipes for the four task families of the paper, over the one training loop. Which family a task
+is, its reader, metric, splits and defaults are the task registry's (`bertkit.data.tasks.TASKS`); what a family
+trains (head, rows, loss, evaluation) is its `bertkit.task_families` object: `FamilyTask` runs any of them.
 
 | family | tasks | head | official metric |
 |---|---|---|---|
@@ -26,59 +28,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bertkit import metrics as M
 from bertkit.io import OutputDir, atomic_write_text, prepare_output_dir
 from bertkit.config import BertConfig
-from bertkit.data.features import IGNORE, QASettings, qa_features, tag_features
+from bertkit.data.features import IGNORE, QASettings
 from bertkit.data.pretraining import Schedule
-from bertkit.data.tasks import (TASKS, Example, QAExample, TagExample, align_labels, read_conll, read_klue_ner,
-                                read_squad, read_task)
+from bertkit.data.tasks import TASKS, Example, QAExample, TagExample, Task, align_labels, get_task, read_task
 from bertkit.infer.predictor import Predictor, PredictorSettings
-from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertkit.heads import HEADS
+from bertkit.task_families import Family, get_family
 from bertkit.tokenizer import Tokenizer, check_vocab
 from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
 
-
-# ---- the task registry -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TaskInfo:
-    family: str  # classification | regression | tagging | qa
-    metric: str  # the main metric, the one the best epoch is chosen by
-    splits: tuple[str, str]  # file stems of (training, evaluation) splits
-    group: Callable | None = None  # example -> the key that keeps related examples on one side of a split
-
-
-def _sentence_info(name: str) -> TaskInfo:
-    spec = TASKS[name]
-    metric = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman", "klue-sts": "pearson"}.get(
-        name, "spearman" if spec.regression else "accuracy")
-    group = {"klue-nli": lambda e: e.text, "klue-sts": lambda e: e.text}.get(name)
-    return TaskInfo("regression" if spec.regression else "classification", metric, spec.splits, group)
-
-
-TASK_INFO: dict[str, TaskInfo] = {name: _sentence_info(name) for name in TASKS}
-TASK_INFO.update({
-    "conll2003": TaskInfo("tagging", "f1", ("eng.train", "eng.testb")),
-    "klue-ner": TaskInfo("tagging", "f1", ("klue-ner-v1.1_dev", "klue-ner-v1.1_dev"), group=lambda e: e.id),
-    "squad": TaskInfo("qa", "f1", ("train-v1.1", "dev-v1.1"), group=lambda e: e.title),
-    "squad2": TaskInfo("qa", "f1", ("train-v2.0", "dev-v2.0"), group=lambda e: e.title),
-    "korquad": TaskInfo("qa", "f1", ("KorQuAD_v1.0_train", "KorQuAD_v1.0_dev"), group=lambda e: e.title),
-})
-
-
-def read_examples(path: str | Path, task: str) -> tuple[list, list[str] | None]:
-    """(examples, label names or None) for any task in TASK_INFO."""
-    info = TASK_INFO[task]
-    if info.family == "qa":
-        return read_squad(path), None
-    if info.family == "tagging":
-        examples = read_klue_ner(path) if task == "klue-ner" else read_conll(path)
-        return examples, sorted({t for e in examples for t in e.tags})
-    return read_task(path, task)
+# The one task registry is bertkit.data.tasks.TASKS; these names stay importable from here.
+TASK_INFO: dict[str, Task] = TASKS
+TaskInfo = Task
+read_examples = read_task
 
 
 def split_by_group(examples: list, key: Callable, eval_fraction: float, seed: int) -> tuple[list, list]:
@@ -176,116 +142,77 @@ class RowTask:
         return {"loss": stats["loss"] / max(totals[0], 1.0)}
 
 
-class SentenceTask(RowTask):
-    """Classification and regression of single sentences and pairs."""
+class FamilyTask(RowTask):
+    """Fine-tuning of any trainable family: its rows, the loss its head computes, its evaluation."""
 
-    def __init__(self, tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str] | None,
-                 max_length: int, batch_size: int, seed: int):
-        self.labels, self.regression = labels, labels is None
-        self.eval_set, self.max_length = eval_set, max_length
-        super().__init__(tokenizer, self.encode(tokenizer, train_set, max_length), batch_size, seed)
-
-    def encode(self, tok, examples, max_length) -> list[dict]:
-        pairs = [e.text_pair or "" for e in examples] if any(e.text_pair is not None for e in examples) else None
-        encs = tok.encode_batch([e.text for e in examples], pairs, max_length=max_length)
-        index = {name: i for i, name in enumerate(self.labels or [])}
-        return [{"input_ids": enc.ids, "token_type_ids": enc.type_ids,
-                 "labels": float(e.label) if self.regression else index[e.label]} for e, enc in zip(examples, encs)]
-
-    def loss(self, model, batch, totals):
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
-        if self.regression:
-            loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float(), reduction="sum")
-        else:
-            loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
-        return loss / totals[0], {"loss": float(loss.detach())}
-
-    def evaluate(self, model) -> dict[str, float]:
-        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, max_length=self.max_length))
-        pairs = [e.text_pair or "" for e in self.eval_set] if any(e.text_pair is not None for e in self.eval_set) \
-            else None
-        out = predictor.classify([e.text for e in self.eval_set], pairs)
-        if self.regression:
-            pred, gold = [o["score"] for o in out], [float(e.label) for e in self.eval_set]
-            return {"pearson": M.pearson(pred, gold), "spearman": M.spearman(pred, gold)}
-        index = {name: i for i, name in enumerate(self.labels)}
-        pred, gold = [index[o["label"]] for o in out], [index[e.label] for e in self.eval_set]
-        result = {"accuracy": M.accuracy(pred, gold)}
-        if len(self.labels) == 2:
-            result["f1"] = M.f1_binary(pred, gold)
-            result["mcc"] = M.matthews_corrcoef(pred, gold)
-        return result
-
-
-class TaggingTask(RowTask):
-    def __init__(self, tokenizer, train_set: list[TagExample], eval_set: list[TagExample], labels: list[str],
-                 max_length: int, batch_size: int, seed: int):
-        self.labels, self.eval_set, self.max_length = labels, eval_set, max_length
-        label_ids = {t: i for i, t in enumerate(labels)}
-        rows = [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "labels": f.labels}
-                for f in tag_features(tokenizer, train_set, label_ids, max_length)]
+    def __init__(self, family: Family, tokenizer: Tokenizer, train_set: list, eval_set: list,
+                 labels: list[str] | None, max_length: int, batch_size: int, seed: int,
+                 qa: QASettings | None = None, korean: bool = False):
+        self.family, self.labels, self.eval_set, self.max_length = family, labels, eval_set, max_length
+        self.settings = qa or QASettings()
+        self.regression = family.num_labels(labels) == 1
+        self.eval_options = family.eval_options(train_set, eval_set, korean)
+        rows = family.rows(tokenizer, train_set, labels, max_length, self.settings) if train_set else []
         super().__init__(tokenizer, rows, batch_size, seed)
 
     def counts(self, batch) -> list[float]:
-        return [float((batch["labels"] != IGNORE).sum())]  # the loss is a mean over labelled words
+        return [self.family.count(batch)]
 
     def loss(self, model, batch, totals):
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+        loss = self.family.loss(model, batch)  # summed over the batch's units
         return loss / totals[0], {"loss": float(loss.detach())}
 
     def evaluate(self, model) -> dict[str, float]:
-        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, max_length=self.max_length))
-        predicted = [r["tags"] for r in predictor.tag(self.eval_set)]
-        scores = M.entity_scores(predicted, [e.tags for e in self.eval_set])
-        return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, max_length=self.max_length,
+                                                                 qa=self.settings))
+        return self.family.evaluate(predictor, self.eval_set, self.labels, **self.eval_options)
 
 
-class QATask(RowTask):
+class SentenceTask(FamilyTask):
+    """Classification (`labels`) and regression (`labels` None) of single sentences and pairs."""
+
+    def __init__(self, tokenizer, train_set: list[Example], eval_set: list[Example], labels: list[str] | None,
+                 max_length: int, batch_size: int, seed: int):
+        family = get_family("regression" if labels is None else "classification")
+        super().__init__(family, tokenizer, train_set, eval_set, labels, max_length, batch_size, seed)
+
+
+class TaggingTask(FamilyTask):
+    def __init__(self, tokenizer, train_set: list[TagExample], eval_set: list[TagExample], labels: list[str],
+                 max_length: int, batch_size: int, seed: int):
+        super().__init__(get_family("tagging"), tokenizer, train_set, eval_set, labels, max_length, batch_size, seed)
+
+
+class QATask(FamilyTask):
     def __init__(self, tokenizer, train_set: list[QAExample], eval_set: list[QAExample], settings: QASettings,
                  korean: bool, batch_size: int, seed: int):
-        self.settings, self.eval_set, self.korean = settings, eval_set, korean
-        self.v2 = any(e.is_impossible for e in train_set + eval_set)
-        rows = [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "start_positions": f.start_position,
-                 "end_positions": f.end_position} for f in qa_features(tokenizer, train_set, settings, train=True)]
-        super().__init__(tokenizer, rows, batch_size, seed)
-
-    def loss(self, model, batch, totals):
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                    start_positions=batch["start_positions"], end_positions=batch["end_positions"])
-        n = len(batch["input_ids"])
-        return out.loss * n / totals[0], {"loss": float(out.loss.detach()) * n}
-
-    def evaluate(self, model) -> dict[str, float]:
-        predictor = Predictor(model, self.tok, PredictorSettings(batch_size=64, qa=self.settings))
-        answers = predictor.answer(self.eval_set, allow_empty=self.v2)
-        em_fn, f1_fn = (M.korquad_em, M.korquad_f1) if self.korean else (M.squad_em, M.squad_f1)
-        gold = [[t for t, _ in e.answers] or [""] for e in self.eval_set]
-        return {"em": float(np.mean([em_fn(a["answer"], g) for a, g in zip(answers, gold)])),
-                "f1": float(np.mean([f1_fn(a["answer"], g) for a, g in zip(answers, gold)]))}
+        super().__init__(get_family("qa"), tokenizer, train_set, eval_set, None, settings.max_length, batch_size,
+                         seed, qa=settings, korean=korean)
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------------
-HEAD_FOR = {"classification": BertForSequenceClassification, "regression": BertForSequenceClassification,
-            "tagging": BertForTokenClassification, "qa": BertForQuestionAnswering}
+def task_family(task: Task, name: str) -> Family:
+    """The family of a registered task, refused when it cannot be fine-tuned."""
+    family = get_family(task.family)
+    if not family.trainable:
+        raise ValueError(f"task '{name}': its family '{family.name}' is not fine-tuned")
+    return family
 
 
 def load_task_data(cfg: FinetuneConfig) -> tuple[Tokenizer, list, list, list[str] | None]:
     """(tokenizer, training examples, evaluation examples, label names or None) as the config asks."""
-    if cfg.task not in TASK_INFO:
-        raise ValueError(f"task '{cfg.task}': choose one of {', '.join(TASK_INFO)}")
-    info = TASK_INFO[cfg.task]
+    task = get_task(cfg.task)
+    family = task_family(task, cfg.task)
     tokenizer = Tokenizer.from_pretrained(cfg.model)
     if cfg.split_eval:
-        if info.group is None and info.family != "tagging":
+        if task.group is None:
             raise ValueError(f"task '{cfg.task}' has a training split; split_eval is for dev-only datasets")
-        examples, labels = read_examples(cfg.eval_file, cfg.task)
-        key = info.group or (lambda e: e.id)
-        train_set, eval_set = split_by_group(examples, key, cfg.split_eval, cfg.train.seed)
+        examples, labels = read_task(cfg.eval_file, cfg.task)
+        train_set, eval_set = split_by_group(examples, task.group, cfg.split_eval, cfg.train.seed)
     else:
-        train_set, labels = read_examples(cfg.train_file, cfg.task)
-        eval_set, eval_labels = read_examples(cfg.eval_file, cfg.task)
-        if info.family == "tagging":  # a tag seen only in evaluation still needs an output
+        train_set, labels = read_task(cfg.train_file, cfg.task)
+        eval_set, eval_labels = read_task(cfg.eval_file, cfg.task)
+        if family.union_labels:
             labels = sorted(set(labels) | set(eval_labels))
     if cfg.max_train_examples and len(train_set) > cfg.max_train_examples:
         g = torch.Generator().manual_seed(cfg.train.seed)
@@ -300,21 +227,19 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[Tokenizer, list, list, list[str
 
 
 def make_task(cfg: FinetuneConfig, tokenizer: Tokenizer, train_set: list, eval_set: list, labels: list[str] | None,
-              max_position_embeddings: int) -> RowTask:
-    """The loop's task for the config's family (the loss, batches and evaluation of fine-tuning)."""
-    info = TASK_INFO[cfg.task]
-    max_length = min(cfg.max_length, max_position_embeddings)
-    if info.family == "qa":
-        cfg.qa.max_length = min(cfg.qa.max_length, max_position_embeddings)
-        task = QATask(tokenizer, train_set, eval_set, cfg.qa, korean=cfg.task == "korquad",
-                      batch_size=cfg.batch_size, seed=cfg.train.seed)
-    elif info.family == "tagging":
-        task = TaggingTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
-    else:
-        task = SentenceTask(tokenizer, train_set, eval_set, labels, max_length, cfg.batch_size, cfg.train.seed)
+              model_max_length: int) -> FamilyTask:
+    """The loop's task for the config's family (the loss, batches and evaluation of fine-tuning), its inputs at
+    most `model_max_length` tokens (the model's `config.max_length`)."""
+    task = get_task(cfg.task)
+    family = task_family(task, cfg.task)
+    if family.rows_use_qa_settings:
+        cfg.qa.max_length = min(cfg.qa.max_length, model_max_length)
+    loop_task = FamilyTask(family, tokenizer, train_set, eval_set, labels,
+                           min(cfg.max_length, model_max_length), cfg.batch_size, cfg.train.seed, qa=cfg.qa,
+                           korean=task.korean)
     if cfg.group_by_length:
-        task.group_by_length()
-    return task
+        loop_task.group_by_length()
+    return loop_task
 
 
 def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
@@ -322,7 +247,7 @@ def schedule_epochs(cfg: FinetuneConfig, task: RowTask) -> None:
     steps_per_epoch = math.ceil(len(task.train_rows) / cfg.batch_size)
     cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
     cfg.train.eval_every = steps_per_epoch
-    cfg.train.best_metric = TASK_INFO[cfg.task].metric
+    cfg.train.best_metric = get_task(cfg.task).metric
 
 
 # How a run is carried out, not what it computes: these may change between the parts of a resumed run.
@@ -332,11 +257,22 @@ RESUME_MAY_CHANGE = {"out", "max_eval_examples", "train.threads", "train.device"
 
 def check_resumable(cfg: FinetuneConfig, target: OutputDir) -> None:
     """When resuming, refuse a config that would compute a different run than the one in `finetune_config.json`
-    (another learning rate, data, epochs or seed would silently continue a schedule it did not start)."""
+    (another learning rate, data, epochs or seed would silently continue a schedule it did not start). The QA
+    settings count only for a family that reads them (its rows are QA windows)."""
     if target.resuming:
-        qa = TASK_INFO.get(cfg.task) is not None and TASK_INFO[cfg.task].family == "qa"
+        reads_qa = cfg.task in TASKS and get_family(TASKS[cfg.task].family).rows_use_qa_settings
         refuse_changed_config(target.path / "finetune_config.json", asdict(cfg),
-                              RESUME_MAY_CHANGE | (set() if qa else {"qa."}))
+                              RESUME_MAY_CHANGE | (set() if reads_qa else {"qa."}))
+
+
+def configure_head(config: BertConfig, family: Family, labels: list[str] | None, task: str) -> None:
+    """config.json's head fields for a model of `family` fine-tuned on `labels`."""
+    config.num_labels = family.num_labels(labels)
+    if labels is not None:  # after num_labels, which resets the names to LABEL_i
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+    config.problem_type = family.problem_type
+    config.extra["finetuning_task"] = task  # an HF config field bertkit does not use itself
 
 
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool = True,
@@ -352,30 +288,25 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, show_progress: bool 
     check_resumable(cfg, target)
     config_text = json.dumps(asdict(cfg), indent=2, default=str) + "\n"  # before the steps are derived below
     tokenizer, train_set, eval_set, labels = load_task_data(cfg)
-    info = TASK_INFO[cfg.task]
+    task = get_task(cfg.task)
+    family = task_family(task, cfg.task)
     config = BertConfig.from_json_file(Path(cfg.model) / "config.json")
     check_vocab(tokenizer, config, cfg.model)  # a wrong vocab.txt would train on shifted embedding rows
-    config.num_labels = 1 if info.family == "regression" else len(labels) if labels else 2
-    if labels is not None:  # after num_labels, which resets the names to LABEL_i
-        config.id2label = dict(enumerate(labels))
-        config.label2id = {name: i for i, name in enumerate(labels)}
-    config.problem_type = {"regression": "regression", "classification": "single_label_classification"}.get(
-        info.family)
-    config.extra["finetuning_task"] = cfg.task  # an HF config field bertkit does not use itself
+    configure_head(config, family, labels, cfg.task)
     if cfg.dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
     torch.manual_seed(cfg.train.seed)
-    head = HEAD_FOR[info.family]
+    head = HEADS[family.heads[0]]
     model = head.from_pretrained(cfg.model, config=config) if cfg.init == "pretrained" else head(config)
 
-    task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_position_embeddings)
-    schedule_epochs(cfg, task)
+    loop_task = make_task(cfg, tokenizer, train_set, eval_set, labels, config.max_length)
+    schedule_epochs(cfg, loop_task)
     cfg.train.validate()
     with target as work:
         atomic_write_text(work / "finetune_config.json", config_text)
-        result = train(model, task, cfg.train, work, tokenizer=tokenizer, resume=target.resuming,
+        result = train(model, loop_task, cfg.train, work, tokenizer=tokenizer, resume=target.resuming,
                        show_progress=show_progress)
-        summary = {"task": cfg.task, "init": cfg.init, "metric": info.metric, "train_examples": len(train_set),
+        summary = {"task": cfg.task, "init": cfg.init, "metric": task.metric, "train_examples": len(train_set),
                    "eval_examples": len(eval_set), **result, "config": asdict(cfg)}
         atomic_write_text(work / "eval_results.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -385,26 +316,21 @@ def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, spli
                    max_length: int = 512, qa: QASettings | None = None) -> dict:
     """The task's official metrics for a fine-tuned model directory on `eval_file` (or on the held-out part of it,
     with the same `split_eval` and seed as fine-tuning used)."""
-    if task not in TASK_INFO:
-        raise ValueError(f"task '{task}': choose one of {', '.join(TASK_INFO)}")
-    info = TASK_INFO[task]
-    examples, labels = read_examples(eval_file, task)
+    info = get_task(task)
+    family = task_family(info, task)
+    examples, labels = read_task(eval_file, task)
     if split_eval:
-        _, examples = split_by_group(examples, info.group or (lambda e: e.id), split_eval, seed)
+        if info.group is None:
+            raise ValueError(f"task '{task}' has a training split; split_eval is for dev-only datasets")
+        _, examples = split_by_group(examples, info.group, split_eval, seed)
     predictor = Predictor.from_pretrained(model_dir, PredictorSettings(batch_size=64, max_length=max_length,
                                                                        qa=qa or QASettings()))
-    expected = {"classification": "classification", "regression": "regression", "tagging": "tagging",
-                "qa": "qa"}[info.family]
-    if predictor.family != expected:
-        raise ValueError(f"{model_dir}: a {predictor.family} model cannot be evaluated on {task} ({expected})")
-    model, tok = predictor.model, predictor.tok
-    if info.family == "qa":
-        t = QATask(tok, [], examples, predictor.settings.qa, korean=task == "korquad", batch_size=1, seed=seed)
-    elif info.family == "tagging":
-        t = TaggingTask(tok, [], examples, labels, predictor.max_length, 1, seed)
-    else:
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels else None
-        if names:
-            examples = align_labels(examples, task, names, source=eval_file, model=model_dir)
-        t = SentenceTask(tok, [], examples, names, predictor.max_length, 1, seed)
-    return {"task": task, "metric": info.metric, "eval_examples": len(examples), **t.evaluate(model)}
+    if predictor.task_family is not family:
+        raise ValueError(f"{model_dir}: a {predictor.family} model cannot be evaluated on {task} ({family.name})")
+    config = predictor.config
+    if family.class_labels:  # named as the model names its classes
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        examples = align_labels(examples, task, labels, source=eval_file, model=model_dir)
+    options = family.eval_options([], examples, info.korean)
+    return {"task": task, "metric": info.metric, "eval_examples": len(examples),
+            **family.evaluate(predictor, examples, labels, **options)}

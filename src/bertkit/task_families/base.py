@@ -1,0 +1,146 @@
+"""What every task family is asked for. A family is one object (one file each, registered in `__init__`); the
+trainer, the Predictor, the ONNX export, the HTTP service and the CLI ask it instead of testing family names.
+
+Imports of torch, the Predictor, the features and the service happen inside the methods that need them: the
+registry itself is pure Python, so that `bertkit tokenize` and the CLI's choice lists load neither a trainer
+nor a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable
+
+TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+PAIRS = {"type": "array", "minItems": 1,
+         "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2}}
+MODEL = {"type": "string", "description": "which served model (default: the first)"}
+
+
+@dataclass
+class Call:
+    """A parsed HTTP request: the batcher operation, its items with their names for error messages, the
+    operation's options, and how the results become the response body."""
+
+    op: str
+    items: list
+    names: list[str]
+    finish: Callable[[list], dict]
+    options: dict | None = None
+
+
+def window_cost(n: int, max_length: int) -> tuple[int, int]:
+    """(windows, tokens) for a text of `n` pieces read in windows of `max_length` ([CLS] ... [SEP]) half a
+    window apart, as tagging and long-text classification read it."""
+    from bertkit.data.features import windows
+
+    room = max_length - 2
+    spans = windows(n, room, max(room // 2, 1))
+    return len(spans), sum(length + 2 for _, length in spans)
+
+
+class Family:
+    """The defaults every family shares: any model embeds (`/v1/embed`, `/v1/similarity`)."""
+
+    name = ""
+    heads: tuple[str, ...] = ()  # names in bertkit.heads.HEADS whose models are this family; the first is trained
+    operation = ""  # the Predictor method that answers for it
+    trainable = False  # `bertkit finetune` trains it (it then has rows, loss, count and evaluate)
+    onnx_outputs: tuple[str, ...] = ()  # output names of its ONNX graph; () : no export
+    per_text_outputs: tuple[str, ...] = ()  # outputs with one row per text (no sequence axis)
+    rows_use_qa_settings = False  # its training rows are cut by `QASettings` (windows of question + context)
+    feature_based = False  # the feature-based recipe (frozen encoder, BiLSTM over chosen layers) applies
+    problem_type: str | None = None  # config.json's problem_type for a trained model
+    union_labels = False  # labels are those of the training and the evaluation data together
+    endpoints: tuple[str, ...] = ()  # HTTP endpoints of its own, besides the shared embedding ones
+    SHARED = ("embed", "similarity")
+    class_labels = False  # config.json's id2label are the classes it answers (listed by /v1/models)
+    explains = False  # `Predictor.explain` (gradient x input of a class's logit) applies
+    input_fields: tuple[str, str] | None = None  # `predict` reads JSON lines of these two fields, not text lines
+    whole_text_reason = ""  # why `predict` reads every token of a line, when `reads_whole` says it does
+
+    def accepts(self, config) -> bool:
+        """Whether a model of one of `heads` with this config is this family (classification vs regression)."""
+        return True
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def num_labels(self, labels: list[str] | None) -> int:
+        return len(labels) if labels else 2
+
+    def rows(self, tokenizer, examples: list, labels: list[str] | None, max_length: int, qa) -> list[dict]:
+        raise ValueError(f"{self.name}: not a fine-tuning family")
+
+    def count(self, batch) -> float:
+        """The units the loss is a mean over (examples; labelled words for tagging)."""
+        return float(len(batch["input_ids"]))
+
+    def loss(self, model, batch):
+        """The loss summed over the batch's units, as the head computes it."""
+        raise ValueError(f"{self.name}: not a fine-tuning family")
+
+    def eval_options(self, train_set: list, eval_set: list, korean: bool) -> dict:
+        return {}
+
+    def evaluate(self, predictor, examples: list, labels: list[str] | None, **options) -> dict[str, float]:
+        raise ValueError(f"{self.name}: not a fine-tuning family")
+
+    # ---- the CLI's `predict` --------------------------------------------------------------------------------
+    def reads_whole(self, pairs: bool) -> bool:
+        """Whether `predict` reads every token of a line (windows): a line cut at --max-chars is then refused;
+        otherwise only the first max_length tokens matter and a provably covering prefix is enough."""
+        return False
+
+    def predict(self, predictor, texts: list[str], pairs: list[str] | None) -> list[dict]:
+        return [{"vector": v.tolist()} for v in predictor.embed(texts)]
+
+    # ---- the HTTP service -----------------------------------------------------------------------------------
+    def schema(self, endpoint: str) -> tuple[dict, str]:
+        """(the request body's JSON schema, a one-line summary) of one of its endpoints."""
+        if endpoint == "embed":
+            return ({"type": "object", "properties": {"texts": TEXTS, "model": MODEL}, "required": ["texts"]},
+                    "an L2-normalised sentence vector for each text")
+        if endpoint == "similarity":
+            return ({"type": "object", "properties": {"pairs": PAIRS, "model": MODEL}, "required": ["pairs"]},
+                    "cosine similarity of the sentence vectors of each pair")
+        raise KeyError(endpoint)
+
+    def parse(self, endpoint: str, body: dict, settings, predictor) -> Call:
+        """The request `body` checked (BadRequest naming the field) and turned into a batcher call."""
+        import numpy as np
+
+        from bertkit.serve.inputs import read_pairs, read_texts
+
+        if endpoint == "embed":
+            texts, cut = read_texts(body, "texts", settings)
+            return Call("embed", texts, [f"texts[{i}]" for i in range(len(texts))],
+                        lambda vectors: {"vectors": [np.asarray(v).tolist() for v in vectors], "truncated": cut},
+                        {"normalize": True})
+        if endpoint == "similarity":
+            a, b, _ = read_pairs(body, settings)
+            n = len(a)
+            return Call("embed", a + b, [f"pairs[{i % n}][{i // n}]" for i in range(2 * n)],
+                        lambda v: {"scores": [float(np.dot(v[i], v[n + i])) for i in range(n)]}, {"normalize": True})
+        raise KeyError(endpoint)
+
+    def cost(self, predictor, op: str, pieces: tuple[int, ...], name: str) -> tuple[int, str]:
+        """(tokens the model reads for one item of `op`, how that was counted) from its pieces (no specials)."""
+        n, L = pieces[0], predictor.max_length
+        return min(n + 2, L), f"{n + 2} tokens" + (f" (cut to {L})" if n + 2 > L else "")
+
+    def side_names(self, op: str, name: str) -> tuple[str, str]:
+        """How an error names the two sides of a two-text item `name`."""
+        return f"{name}[0]", f"{name}[1]"
+
+    def run(self, predictor, op: str, items: list, options: dict) -> list:
+        """The model side of a batcher call (runs in the model's worker thread)."""
+        if op == "embed":
+            return list(predictor.embed(items, normalize=options.get("normalize", True)))
+        raise ValueError(f"unknown operation {op}")
+
+
+def texts_call(op: str, texts: list[str], cut: list[bool], options: dict | None = None) -> Call:
+    """A call over `texts` answered as {"results": [...]} with `truncated` on the texts cut at max_chars."""
+    return Call(op, texts, [f"texts[{i}]" for i in range(len(texts))],
+                lambda results: {"results": [{**r, **({"truncated": True} if c else {})}
+                                             for r, c in zip(results, cut)]}, options)
+

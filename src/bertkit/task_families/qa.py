@@ -1,0 +1,94 @@
+"""Span question answering (SQuAD 1.1 / 2.0, KorQuAD 1.0): a start and an end logit per token, over windows of
+long contexts; the answer with character offsets in the context."""
+
+from __future__ import annotations
+
+from bertkit.task_families.base import MODEL, Call, Family
+
+
+class QuestionAnswering(Family):
+    name = "qa"
+    heads = ("BertForQuestionAnswering",)
+    operation = "answer"
+    trainable = True
+    rows_use_qa_settings = True
+    onnx_outputs = ("start_logits", "end_logits")
+    endpoints = ("answer",)
+
+    def rows(self, tokenizer, examples, labels, max_length, qa) -> list[dict]:
+        from bertkit.data.features import qa_features
+
+        return [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "start_positions": f.start_position,
+                 "end_positions": f.end_position} for f in qa_features(tokenizer, examples, qa, train=True)]
+
+    def loss(self, model, batch):
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                    start_positions=batch["start_positions"], end_positions=batch["end_positions"], reduction="sum")
+        return out.loss
+
+    def eval_options(self, train_set, eval_set, korean) -> dict:
+        # SQuAD 2.0 (some question unanswerable): an empty answer may win
+        return {"allow_empty": any(e.is_impossible for e in train_set + eval_set), "korean": korean}
+
+    def evaluate(self, predictor, examples, labels, allow_empty: bool = False, korean: bool = False,
+                 **options) -> dict[str, float]:
+        import numpy as np
+
+        from bertkit import metrics as M
+
+        answers = predictor.answer(examples, allow_empty=allow_empty)
+        em_fn, f1_fn = (M.korquad_em, M.korquad_f1) if korean else (M.squad_em, M.squad_f1)
+        gold = [[t for t, _ in e.answers] or [""] for e in examples]
+        return {"em": float(np.mean([em_fn(a["answer"], g) for a, g in zip(answers, gold)])),
+                "f1": float(np.mean([f1_fn(a["answer"], g) for a, g in zip(answers, gold)]))}
+
+    input_fields = ("question", "context")
+    whole_text_reason = "question answering reads the whole context"
+
+    def reads_whole(self, pairs: bool) -> bool:
+        return True
+
+    def predict(self, predictor, questions, contexts) -> list[dict]:
+        return predictor.answer(questions, contexts)
+
+    def schema(self, endpoint):
+        if endpoint != "answer":
+            return super().schema(endpoint)
+        return ({"type": "object", "properties": {"question": {"type": "string", "minLength": 1},
+                                                  "context": {"type": "string", "minLength": 1}, "model": MODEL},
+                 "required": ["question", "context"]},
+                "the answer span of the context, with character offsets")
+
+    def parse(self, endpoint, body, settings, predictor):
+        if endpoint != "answer":
+            return super().parse(endpoint, body, settings, predictor)
+        from bertkit.serve.inputs import check_text
+
+        (q, c1), (ctx, c2) = (check_text(body.get("question"), "question", settings),
+                              check_text(body.get("context"), "context", settings))
+        return Call("answer", [(q, ctx)], ["question + context"],
+                    lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})})
+
+    def cost(self, predictor, op, pieces, name):
+        if op != "answer":
+            return super().cost(predictor, op, pieces, name)
+        from bertkit.data.features import windows
+
+        na, nb = pieces
+        qa = predictor.settings.qa
+        qa_len = min(qa.max_length, predictor.config.max_length)
+        q = min(na, qa.max_query_length)
+        spans = windows(nb, max(qa_len - q - 3, 1), qa.doc_stride)
+        cost = sum(length + q + 3 for _, length in spans)
+        return cost, f"{na} + {nb} tokens, read as {len(spans)} window(s) of up to {qa_len}: {cost} tokens"
+
+    def side_names(self, op, name) -> tuple[str, str]:
+        return ("question", "context") if op == "answer" else super().side_names(op, name)
+
+    def run(self, predictor, op, items, options):
+        if op == "answer":
+            return predictor.answer([q for q, _ in items], [c for _, c in items])
+        return super().run(predictor, op, items, options)
+
+
+FAMILY = QuestionAnswering()
