@@ -38,6 +38,8 @@ CONFIGS = {
     "albert": dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
                    inner_group_num=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=40,
                    type_vocab_size=2, hidden_act="gelu_new"),
+    "distilbert": dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=40,
+                       sinusoidal_pos_embds=True, activation="gelu"),
 }
 
 # (config name, HF class, bertkit head, num_labels)
@@ -61,6 +63,11 @@ CASES = [
     ("albert", "AlbertForSequenceClassification", "BertForSequenceClassification", 3),
     ("albert", "AlbertForTokenClassification", "BertForTokenClassification", 5),
     ("albert", "AlbertForQuestionAnswering", "BertForQuestionAnswering", None),
+    ("distilbert", "DistilBertModel", "BertModel", None),
+    ("distilbert", "DistilBertForMaskedLM", "BertForMaskedLM", None),
+    ("distilbert", "DistilBertForSequenceClassification", "BertForSequenceClassification", 3),
+    ("distilbert", "DistilBertForTokenClassification", "BertForTokenClassification", 5),
+    ("distilbert", "DistilBertForQuestionAnswering", "BertForQuestionAnswering", None),
 ]
 
 
@@ -193,7 +200,7 @@ def test_unsupported_model_type_names_itself_and_lists_the_supported(tmp_path, n
         BertConfig.from_json_file(tmp_path)
     msg = str(err.value)
     assert str(tmp_path / "config.json") in msg and f"'model_type' = '{name}'" in msg
-    assert all(t in msg for t in FAMILIES) and len(FAMILIES) == 5
+    assert all(t in msg for t in FAMILIES) and len(FAMILIES) == 6
     if name == "xlm-roberta-xl":
         assert "pre-LayerNorm" in msg
 
@@ -205,6 +212,9 @@ def test_config_json_round_trips_in_each_familys_own_terms():
         back = cfg.to_dict()
         assert BertConfig.from_dict(back).to_dict() == back
         assert {k: back[k] for k in d} == d, name  # nothing lost, nothing renamed
+    distil = BertConfig.from_dict({"model_type": "distilbert", **CONFIGS["distilbert"]})
+    assert (distil.hidden_size, distil.num_hidden_layers, distil.type_vocab_size) == (32, 2, 0)
+    assert not {"hidden_size", "type_vocab_size", "layer_norm_eps"} & set(distil.to_dict())
     bert = BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37).to_dict()
     assert not {"embedding_size", "num_hidden_groups", "inner_group_num"} & set(bert)  # BERT's file as before
 
@@ -220,6 +230,26 @@ def test_sizes_and_positions_follow_the_layout():
     assert (roberta.position_offset, roberta.max_length) == (2, 40)
     with pytest.raises(ValueError, match="exceeds max_position_embeddings 42 less the position offset 2"):
         HEADS["BertModel"](roberta)(torch.full((1, 41), 5))
+    distil = BertConfig.from_dict({"model_type": "distilbert", **CONFIGS["distilbert"]})
+    ours = HEADS["BertModel"](distil)
+    theirs = transformers.DistilBertModel(hf_config("distilbert", None))
+    assert ours.embeddings.token_type_embeddings is None
+    assert not ours.embeddings.position_embeddings.weight.requires_grad  # fixed, as in DistilBERT
+    assert torch.allclose(ours.embeddings.position_embeddings.weight, theirs.embeddings.position_embeddings.weight,
+                          atol=1e-6)
+
+
+def test_weights_of_another_family_are_listed_by_name(tmp_path):
+    transformers.DistilBertModel(hf_config("distilbert", None)).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", "architectures": ["RobertaModel"],
+                                                      **{**CONFIGS["roberta"], "pad_token_id": 0, "vocab_size": 99,
+                                                         "max_position_embeddings": 40}}))
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path)
+    msg = str(err.value)
+    assert "unknown keys (not part of any RoBERTa class)" in msg
+    assert "transformer.layer.0.attention.q_lin.weight" in msg and "transformer.layer.1.ffn.lin2.bias" in msg
+    assert "missing encoder weights: " in msg and "encoder.layer.0.attention.self.query.weight" in msg
 
 
 def test_old_position_ids_buffers_are_ignored(tmp_path):
@@ -277,7 +307,8 @@ def test_real_minilm_in_every_family_layout(tmp_path, minilm_dir):
 
     inputs = Tokenizer.from_pretrained(minilm_dir).batch(SENTENCES)
     reference = _mean_pooled(load_model(minilm_dir), inputs)
-    for family, hf_cls in (("roberta", "RobertaModel"), ("electra", "ElectraModel")):
+    for family, hf_cls in (("roberta", "RobertaModel"), ("electra", "ElectraModel"),
+                           ("distilbert", "DistilBertModel")):
         _minilm_as(family, minilm_dir, tmp_path / family)
         ours = load_model(tmp_path / family)
         assert not ours.load_report.unused and not ours.load_report.newly_initialized
@@ -293,7 +324,7 @@ def test_real_minilm_in_every_family_layout(tmp_path, minilm_dir):
 
 
 # ---- distillation and int8 for every family --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["roberta", "electra", "albert"])
+@pytest.mark.parametrize("name", ["roberta", "electra", "albert", "distilbert"])
 def test_distilled_student_and_int8_model_of_every_family(tmp_path, name):
     from bertkit.infer.quantize import load_int8, quantize_int8, save_int8
     from bertkit.train.distill import every_other, student_from_teacher

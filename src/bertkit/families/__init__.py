@@ -2,11 +2,11 @@
 
 Adding a family: its own module defining `FAMILY`, one import here and one entry in `FAMILIES`."""
 
-from bertkit.families import albert, bert, electra, roberta
+from bertkit.families import albert, bert, distilbert, electra, roberta
 from bertkit.families.base import BUFFERS, ConfigError, Family
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
-    bert.FAMILY, roberta.FAMILY, roberta.XLM_FAMILY, electra.FAMILY, albert.FAMILY,
+    bert.FAMILY, roberta.FAMILY, roberta.XLM_FAMILY, electra.FAMILY, albert.FAMILY, distilbert.FAMILY,
 )}
 
 # Near misses that deserve a reason, not just the list.
