@@ -179,7 +179,7 @@ def run_vocab(args) -> None:
     with target as work:
         save_vocab(tok, report, work)
     print(report)
-    print(f"wrote {args.out}/vocab.txt, tokenizer.json, tokenizer_config.json, vocab_report.json")
+    print(f"wrote {', '.join(sorted(f.name for f in Path(args.out).iterdir()))} in {args.out}")
 
 
 TRAIN_HELP = {"steps": "optimizer steps", "batch_size": "global batch (all processes, all accumulation steps)",
@@ -192,7 +192,7 @@ TRAIN_HELP = {"steps": "optimizer steps", "batch_size": "global batch (all proce
 TRAIN_CHOICES = {"bf16": ["auto", "on", "off"], "device": ["auto", "cpu", "cuda"]}
 PRETRAIN_TRAIN = ("steps", "lr", "warmup", "grad_accum", "seed", "bf16", "log_every", "eval_every", "save_every",
                   "threads", "device")
-PRETRAIN_TOP = ("corpus", "vocab", "out", "size", "objective", "format", "max_seq_length", "batch_size",
+PRETRAIN_TOP = ("corpus", "vocab", "out", "size", "arch", "objective", "format", "max_seq_length", "batch_size",
                 "eval_fraction")
 
 
@@ -200,16 +200,19 @@ def add_pretrain(r) -> None:
     from bertkit.config import SIZES
     from bertkit.data.corpus import FORMATS
     from bertkit.data.pretraining import MaskingConfig
-    from bertkit.train.pretrain import PretrainConfig
+    from bertkit.train.pretrain import ARCHS, OBJECTIVES, PretrainConfig
 
     r.add_argument("--corpus", nargs="+", help="text files (.txt or .gz), blank line between documents")
     r.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
     add_fields(r, PretrainConfig, PRETRAIN_TOP[1:], choices={
-        "size": list(SIZES), "objective": ["bert", "roberta", "electra"], "format": list(FORMATS)}, help={
+        "size": list(SIZES), "arch": list(ARCHS), "objective": list(OBJECTIVES), "format": list(FORMATS)}, help={
         "vocab": "tokenizer directory, e.g. from `bertkit vocab`",
         "out": "output directory: checkpoints/, metrics.jsonl/.png, the final model",
         "size": "model size", "max_seq_length": "tokens per sequence",
-        "objective": "MLM + NSP, MLM on packed sentences, or ELECTRA's replaced-token detection",
+        "arch": "the family written (HF BertForPreTraining, RobertaForMaskedLM, ElectraForPreTraining + "
+                "generator/, AlbertForPreTraining)",
+        "objective": "MLM + NSP, MLM on packed sentences, ELECTRA's replaced-token detection, or MLM + "
+                     "sentence-order prediction (default: the arch's own; bert for --arch bert)",
         "format": "one sentence per line or one paragraph per line (split into sentences)",
         "batch_size": TRAIN_HELP["batch_size"], "eval_fraction": "fraction of documents held out"})
     add_fields(r, PretrainConfig().train, PRETRAIN_TRAIN, help=TRAIN_HELP, choices=TRAIN_CHOICES)
@@ -512,10 +515,9 @@ def run_export(args) -> None:
         print(f"ONNX -> {args.output}", file=sys.stderr)
         return
     from bertkit.config import BertConfig
-    from bertkit.heads import HEADS
+    from bertkit.heads import head_class
 
-    config = BertConfig.from_json_file(Path(args.model) / "config.json")
-    head = HEADS.get((config.architectures or ["BertModel"])[0], HEADS["BertModel"])
+    head = head_class(BertConfig.from_json_file(Path(args.model) / "config.json"))
     path = onnx_file(args.model, head, int8=args.int8)
     print(f"ONNX -> {path} (the cache entry that --backend onnx uses)", file=sys.stderr)
     print(path)
@@ -610,7 +612,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
     "tokenize": ("text lines -> JSON lines of input_ids, token_type_ids, offsets", add_tokenize, run_tokenize),
     "encode": ("text lines -> hidden states (.npz) for feature extraction", add_encode, run_encode),
     "vocab": ("learn a vocabulary (WordPiece, byte-level BPE or Unigram) from text files", add_vocab, run_vocab),
-    "pretrain": ("pre-train a BERT from raw text (MLM + NSP, or the RoBERTa recipe)", add_pretrain, run_pretrain),
+    "pretrain": ("pre-train a BERT, RoBERTa, ELECTRA or ALBERT from raw text (--arch)", add_pretrain,
+                 run_pretrain),
     "finetune": ("fine-tune a checkpoint: classification, regression, tagging or span QA", add_finetune,
                  run_finetune),
     "evaluate": ("a fine-tuned model's official metrics on a task's evaluation file", add_evaluate, run_evaluate),

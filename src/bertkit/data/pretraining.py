@@ -9,11 +9,14 @@ Instances (`build_shards`), as in the paper and Google's `create_pretraining_dat
   classes are balanced 50/50 (Google's rule skews toward NotNext on corpora of short documents).
 - objective `roberta`: FULL-SENTENCES packing, one segment of whole sentences up to max_seq_length - 2 tokens,
   running across document boundaries with an extra [SEP] where a document ends; no NSP.
+- objective `albert`: sentence-order prediction (Lan et al. 2020): A and B are two consecutive pieces of the same
+  chunk of a document, cut and truncated as for `bert`; with probability 0.5 they are swapped (label 1), else kept
+  in order (label 0). Both classes come from the same text, so topic gives the label away in neither.
 
 Storage: each shard is a flat int32 array of token ids (`.tokens.npy`) and an (n, 4) int64 index (`.index.npy`:
-offset, length of A, length of B, NSP label: 0 IsNext, 1 NotNext), opened memory-mapped, so a corpus far larger
-than memory works. `meta.json`, written last, lists every shard with its size and CRC32; a missing, truncated or
-altered shard is an error naming the file.
+offset, length of A, length of B, pair label: NSP 0 IsNext, 1 NotNext; SOP 0 in order, 1 swapped), opened
+memory-mapped, so a corpus far larger than memory works. `meta.json`, written last, lists every shard with its size
+and CRC32; a missing, truncated or altered shard is an error naming the file.
 
 Masking (`Masker`) happens when a batch is served: 15 % of the non-special tokens (at least one, at most
 `max_predictions`), of which 80 % become [MASK], 10 % a random non-special token, 10 % stay; optionally whole
@@ -40,7 +43,7 @@ from bertkit.data.features import IGNORE
 from bertkit.io import atomic_path, atomic_write_text
 from bertkit.tokenizer import Tokenizer
 
-OBJECTIVES = ("bert", "roberta")
+OBJECTIVES = ("bert", "roberta", "albert")  # instances: NSP pairs, packed sentences, SOP pairs
 
 
 class ShardError(ValueError):
@@ -119,6 +122,30 @@ def bert_instances(docs: list[list[list[int]]], cfg: InstanceConfig, rng: np.ran
             i += 1
 
 
+def albert_instances(docs: list[list[list[int]]], cfg: InstanceConfig, rng: np.random.Generator
+                     ) -> Iterator[tuple[list[int], list[int], int]]:
+    """(A, B, swapped) triples: contiguous segments of one document, in order (0) or swapped (1)."""
+    max_tokens = cfg.max_seq_length - 3
+    for doc in docs:
+        target = max_tokens if rng.random() >= cfg.short_seq_prob else int(rng.integers(2, max_tokens + 1))
+        chunk, length = [], 0
+        for i, sentence in enumerate(doc):
+            chunk.append(sentence)
+            length += len(sentence)
+            if i == len(doc) - 1 or length >= target:
+                a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+                a = [t for s in chunk[:a_end] for t in s]
+                b = [t for s in chunk[a_end:] for t in s]
+                if not b and len(a) >= 2:  # one sentence: its two halves are contiguous text
+                    cut = int(rng.integers(1, len(a)))
+                    a, b = a[:cut], a[cut:]
+                truncate_pair(a, b, max_tokens, rng)
+                swapped = rng.random() < 0.5
+                if a and b:
+                    yield (b, a, 1) if swapped else (a, b, 0)
+                chunk, length = [], 0
+
+
 def roberta_instances(docs: list[list[list[int]]], cfg: InstanceConfig, sep_id: int, carry: list[int]
                       ) -> Iterator[tuple[list[int], list[int], int]]:
     """Packed whole sentences across document boundaries (an extra [SEP] marks each boundary). `carry` holds the
@@ -161,6 +188,8 @@ def build_shards(corpus: Sequence[str | Path], tokenizer: Tokenizer, out: str | 
         n_docs[split] += len(ids)
         if cfg.objective == "bert":
             instances = bert_instances(ids, cfg, rng)
+        elif cfg.objective == "albert":
+            instances = albert_instances(ids, cfg, rng)
         else:
             instances = roberta_instances(ids, cfg, tokenizer.sep_id, carry[split])
         for a, b, label in instances:
@@ -295,7 +324,8 @@ class MaskingConfig:
 
 
 class Masker:
-    """Builds model batches from instances: [CLS] A [SEP] (B [SEP]), segment ids, MLM labels, NSP labels."""
+    """Builds model batches from instances: [CLS] A [SEP] (B [SEP]), segment ids, MLM labels, pair labels (NSP or
+    SOP, under `next_sentence_label`)."""
 
     def __init__(self, tokenizer: Tokenizer, cfg: MaskingConfig):
         self.cfg = cfg

@@ -183,7 +183,7 @@ class DistillConfig:
     settings: DistillSettings = field(default_factory=DistillSettings)
     # task-specific: the fine-tuning settings (task, files, lengths, epochs, lr, ...); `model` is set to the teacher
     finetune: dict = field(default_factory=dict)
-    # general: pre-training settings (corpus, objective roberta/bert, batch size, steps, ...)
+    # general: pre-training settings (corpus, objective roberta/bert/albert, batch size, steps, ...)
     pretrain: dict = field(default_factory=dict)
 
 
@@ -201,9 +201,6 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
     teacher = load_model(cfg.teacher).eval()
     layers = cfg.layers or every_other(teacher.config.num_hidden_layers)
     general = isinstance(teacher, (BertForPreTraining, BertForMaskedLM))
-    if isinstance(teacher, BertForMaskedLM):
-        raise ValueError(f"{cfg.teacher}: general distillation runs on the pre-training objective; the teacher "
-                         f"must be a BertForPreTraining (what `bertkit pretrain` writes)")
     dropout = cfg.finetune.get("dropout", 0.1) if not general else None  # the fine-tuning default, as in finetune
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     student = student_from_teacher(teacher, layers, **overrides)
@@ -257,13 +254,16 @@ def _task_specific(cfg: DistillConfig, teacher, student, layers: list[int], targ
 
 def _general(cfg: DistillConfig, teacher, student, layers: list[int], target: OutputDir, show_progress: bool) -> dict:
     from bertkit.data.pretraining import Masker, ShardSet
-    from bertkit.train.pretrain import PretrainConfig, PretrainTask, data_objective, prepare_data
+    from bertkit.train.pretrain import PAIR_HEAD, PretrainConfig, PretrainTask, data_objective, prepare_data
 
     # with the bert objective NSP stays a hard-label loss; the soft targets are the MLM distributions
     pcfg = PretrainConfig.from_dict({**cfg.pretrain, "out": cfg.out, "vocab": cfg.pretrain.get("vocab", cfg.teacher)})
     pcfg.validate()
-    if pcfg.objective not in ("bert", "roberta"):
-        raise ValueError(f"general distillation: objective '{pcfg.objective}': bert or roberta")
+    if pcfg.objective not in ("bert", "roberta", "albert"):  # ELECTRA's pair of networks has no one MLM to distil
+        raise ValueError(f"general distillation: objective '{pcfg.objective}': bert, roberta or albert")
+    if isinstance(teacher, BertForMaskedLM) and pcfg.objective in PAIR_HEAD:
+        raise ValueError(f"{cfg.teacher}: a masked-LM teacher ({teacher.config.family.hf_class('BertForMaskedLM')}) "
+                         f"has no {PAIR_HEAD[pcfg.objective].upper()} head: use objective roberta")
     if not pcfg.corpus:
         raise ValueError("general distillation: no corpus (pretrain.corpus)")
     tokenizer = Tokenizer.from_pretrained(pcfg.vocab)

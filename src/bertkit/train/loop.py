@@ -92,11 +92,12 @@ class TrainConfig:
             raise ValueError(f"--bf16 {self.bf16}: choose auto, on or off")
 
 
-def refuse_changed_config(path: Path, now: dict, may_change: set[str]) -> None:
+def refuse_changed_config(path: Path, now: dict, may_change: set[str], added: dict | None = None) -> None:
     """Refuse to resume with a config (`now`, nested dicts) that computes a different run than the one saved at
     `path`: another learning rate, data, steps or seed would silently continue a schedule it did not start. Keys in
     `may_change` (how a run is carried out: threads, device, checkpoint frequency; a key ending in "." covers its
-    section) are not compared. A missing file (a run killed before writing it) has nothing to compare."""
+    section) are not compared. `added`: fields newer than some saved files, with the value a file without them
+    meant. A missing file (a run killed before writing it) has nothing to compare."""
     if not path.exists():
         return
 
@@ -113,7 +114,7 @@ def refuse_changed_config(path: Path, now: dict, may_change: set[str]) -> None:
     def free(key: str) -> bool:
         return key in may_change or any(key.startswith(p) for p in may_change if p.endswith("."))
 
-    before, now = flat(before), flat(json.loads(json.dumps(now, default=str)))
+    before, now = {**(added or {}), **flat(before)}, flat(json.loads(json.dumps(now, default=str)))
     changed = sorted(k for k in set(now) | set(before) if not free(k) and now.get(k) != before.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)

@@ -1,8 +1,20 @@
-"""Pre-training recipe: corpus -> shards -> BertForPreTraining trained by the one loop.
+"""Pre-training recipe: corpus -> shards -> a model of the chosen family trained by the one loop.
+
+Architectures (`arch`: the family written to `out`, an HF directory that transformers loads):
+- `bert`: BertForPreTraining (BertForReplacedTokenDetection + a BERT generator with `--objective electra`);
+- `roberta`: RobertaForMaskedLM; positions counted from pad_token_id + 1, one token type;
+- `albert`: AlbertForPreTraining; one layer shared across depth (num_hidden_groups = inner_group_num = 1),
+  embeddings of width min(128, hidden_size) projected to hidden_size, gelu_new;
+- `electra`: ElectraForPreTraining (the discriminator) at the top, ElectraForMaskedLM in `generator/`;
+  embedding_size = hidden_size from base width up (768), min(128, hidden_size) below, as ELECTRA sizes them.
+An arch implies its objective (roberta -> roberta, albert -> albert, electra -> electra); `--objective` may name
+that one or be left out. With `--arch bert` (the default) any objective keeps the BERT layout, as before arches.
 
 Objectives (a choice of the recipe, not a copy of the loop):
 - `bert`: MLM + NSP, the two losses summed (the paper);
 - `roberta`: MLM only, dynamic masking, FULL-SENTENCES packing across documents (Liu et al. 2019);
+- `albert`: MLM + SOP, sentence-order prediction on two consecutive segments of one document (Lan et al. 2020),
+  through the same two-way head as NSP;
 - `electra`: replaced-token detection (Clark et al. 2020) on the same packed data: a small generator (a
   BertForMaskedLM, `generator_overrides`, by default a quarter of the width) fills the masked positions with
   tokens it samples, and the encoder being trained learns to tell, at every real token, whether it was replaced.
@@ -46,7 +58,8 @@ class PretrainConfig:
     vocab: str = ""  # a tokenizer directory (from `bertkit vocab`)
     out: str = "runs/pretrain"
     size: str = "mini"
-    objective: str = "bert"
+    arch: str = "bert"  # the family written: bert | roberta | electra | albert (see ARCHS)
+    objective: str = ""  # bert | roberta | electra | albert; "": the arch's own (see `resolve_objective`)
     format: str = "sentences"  # sentences | paragraphs
     max_seq_length: int = 128
     batch_size: int = 128  # global, summed over ranks and micro-batches
@@ -66,17 +79,38 @@ class PretrainConfig:
         return cls(**d, masking=masking, train=train_cfg)
 
     def validate(self) -> None:
-        """Every number in its range (a one-line error naming the flag), before anything is read or written."""
+        """Every number in its range (a one-line error naming the flag), before anything is read or written; an
+        empty `objective` becomes the arch's own."""
         require("max_seq_length", self.max_seq_length, 8)
         require("batch_size", self.batch_size, 1)
         require("eval_fraction", self.eval_fraction, 0, maximum=1, below=True)
         require("eval_instances", self.eval_instances, 0)
         require("duplication", self.masking.duplication, 0)
         require("rtd_weight", self.rtd_weight, 0)
+        self.objective = resolve_objective(self.arch, self.objective)
         self.train.validate()
         if self.batch_size % self.train.grad_accum:
             raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
                              f"{self.train.grad_accum}")
+
+
+ARCHS = ("bert", "roberta", "electra", "albert")
+OBJECTIVES = ("bert", "roberta", "electra", "albert")
+PAIR_HEAD = {"bert": "nsp", "albert": "sop"}  # objectives with a two-way head on the pooled [CLS] -> its name
+
+
+def resolve_objective(arch: str, objective: str) -> str:
+    """The objective a run trains: the one given, or the arch's own ("bert" for the BERT layout)."""
+    if arch not in ARCHS:
+        raise ValueError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    if objective and objective not in OBJECTIVES:
+        raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    if arch == "bert":
+        return objective or "bert"
+    if objective not in ("", arch):
+        raise ValueError(f"--objective {objective} does not go with --arch {arch}: that layout trains the {arch} "
+                         f"objective (leave --objective out, or use --arch bert for a BERT layout)")
+    return arch
 
 
 class PretrainTask:
@@ -104,29 +138,32 @@ class PretrainTask:
         return [float((batch["labels"] != IGNORE).sum()), float(len(batch["input_ids"]))]
 
     def loss(self, model, batch, totals) -> tuple[torch.Tensor, dict[str, float]]:
-        nsp = self.objective == "bert"
+        pair = PAIR_HEAD.get(self.objective)  # NSP or SOP: the same head and label column, another name
+        extra = {"next_sentence_label": batch["next_sentence_label"]} if pair else {}  # an MLM-only model has none
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
-                    next_sentence_label=batch["next_sentence_label"] if nsp else None, reduction="sum")
+                    reduction="sum", **extra)
         target = batch["labels"][batch["labels"] != IGNORE]
         loss = out.mlm_loss / totals[0].clamp(min=1)
         stats = {"mlm_loss": float(out.mlm_loss.detach()), "mlm_correct": float((out.logits.argmax(-1) == target).sum())}
-        if nsp:
+        if pair:
             loss = loss + out.nsp_loss / totals[1]
-            stats["nsp_loss"] = float(out.nsp_loss.detach())
-            stats["nsp_correct"] = float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"])
-                                         .sum())
+            stats[f"{pair}_loss"] = float(out.nsp_loss.detach())
+            stats[f"{pair}_correct"] = float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"])
+                                             .sum())
         return loss, stats
 
     def summarize(self, stats: dict[str, float], totals: list[float]) -> dict[str, float]:
         masked, seqs = max(totals[0], 1.0), max(totals[1], 1.0)
         row = {"mlm_loss": stats["mlm_loss"] / masked, "mlm_accuracy": stats["mlm_correct"] / masked}
-        if "nsp_loss" in stats:
-            row.update(nsp_loss=stats["nsp_loss"] / seqs, nsp_accuracy=stats["nsp_correct"] / seqs)
-        row["loss"] = row["mlm_loss"] + row.get("nsp_loss", 0.0)
+        pair = PAIR_HEAD.get(self.objective)
+        if pair and f"{pair}_loss" in stats:
+            row[f"{pair}_loss"] = stats[f"{pair}_loss"] / seqs
+            row[f"{pair}_accuracy"] = stats[f"{pair}_correct"] / seqs
+        row["loss"] = row["mlm_loss"] + (row.get(f"{pair}_loss", 0.0) if pair else 0.0)
         return row
 
     def evaluate(self, model) -> dict[str, float]:
-        """MLM loss/accuracy and NSP accuracy on held-out instances, with a fixed mask (epoch 0)."""
+        """MLM loss/accuracy and NSP (SOP) accuracy on held-out instances, with a fixed mask (epoch 0)."""
         if self.eval_shards is None or len(self.eval_shards) == 0:
             return {}
         n = min(len(self.eval_shards), self.eval_instances)
@@ -165,7 +202,8 @@ class Electra(torch.nn.Module):
 
 
 def generator_config(disc: BertConfig, overrides: dict) -> BertConfig:
-    """A quarter of the discriminator's width (ELECTRA's choice for small models), as deep, 64-wide heads."""
+    """A quarter of the discriminator's width (ELECTRA's choice for small models), as deep, 64-wide heads, of the
+    discriminator's family and embedding width."""
     hidden = max(64, disc.hidden_size // 4)
     fields = dict(hidden_size=hidden, num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
     fields.update(overrides)
@@ -222,10 +260,27 @@ class ElectraTask(PretrainTask):
 
 
 def data_objective(objective: str) -> str:
-    """Which instances an objective trains on: sentence pairs for BERT, packed full sentences otherwise."""
-    if objective not in ("bert", "roberta", "electra"):
-        raise ValueError(f"objective '{objective}': choose bert, roberta or electra")
-    return "bert" if objective == "bert" else "roberta"
+    """Which instances an objective trains on: NSP pairs for BERT, SOP pairs for ALBERT, packed full sentences
+    otherwise."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
+    return objective if objective in PAIR_HEAD else "roberta"
+
+
+def model_config(cfg: PretrainConfig, tokenizer: Tokenizer) -> BertConfig:
+    """The encoder `cfg.arch` asks for at `cfg.size`, sized to the tokenizer; `model_overrides` last."""
+    fields = dict(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                  max_position_embeddings=max(512, cfg.max_seq_length))
+    hidden = cfg.model_overrides.get("hidden_size", BertConfig.named(cfg.size).hidden_size)
+    if cfg.arch == "roberta":  # the same longest input as BERT's: rows pad_token_id + 1 onwards hold the positions
+        fields.update(model_type="roberta", type_vocab_size=1,
+                      max_position_embeddings=fields["max_position_embeddings"] + tokenizer.pad_id + 1)
+    elif cfg.arch == "albert":
+        fields.update(model_type="albert", hidden_act="gelu_new", embedding_size=min(128, hidden),
+                      num_hidden_groups=1, inner_group_num=1)
+    elif cfg.arch == "electra":
+        fields.update(model_type="electra", embedding_size=hidden if hidden >= 768 else min(128, hidden))
+    return BertConfig.named(cfg.size, **{**fields, **cfg.model_overrides})
 
 
 def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, out: str | Path, show_progress: bool = True) -> Path:
@@ -246,6 +301,8 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, out: str | Path, sho
     return directory
 
 
+# Fields that a run saved before they existed lacks, with the value it ran with: such a run still resumes.
+ADDED_FIELDS = {"arch": "bert"}
 # How a run is carried out, not what it computes: these may change between the parts of a resumed run.
 RESUME_MAY_CHANGE = {"out", "eval_instances", "train.threads", "train.device", "train.save_every", "train.log_every",
                      "train.eval_every", "train.keep_checkpoints", "train.keep_freed_memory"}
@@ -270,7 +327,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
                                         overwrite=overwrite)
             cfg.train.run_id = target.run_id
             if target.resuming:
-                refuse_changed_config(target.path / "pretrain_config.json", asdict(cfg), RESUME_MAY_CHANGE)
+                refuse_changed_config(target.path / "pretrain_config.json", asdict(cfg), RESUME_MAY_CHANGE,
+                                      added=ADDED_FIELDS)
             where = [str(target.path), target.run_id, target.resuming, None]
         except ValueError as e:
             where[3] = str(e)
@@ -289,19 +347,21 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
         if shards.config.objective != data_objective(cfg.objective):
             raise ShardError(f"{data}: built for objective '{shards.config.objective}', not '{cfg.objective}'")
         masker = Masker(tokenizer, cfg.masking)
-        model_cfg = BertConfig.named(cfg.size, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                                     max_position_embeddings=max(512, cfg.max_seq_length), **cfg.model_overrides)
+        model_cfg = model_config(cfg, tokenizer)
+        if model_cfg.type_vocab_size == 1:  # RoBERTa: the saved tokenizer gives no segment ids (as klue/roberta's)
+            tokenizer.uses_token_types = False
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         if cfg.objective == "electra":
             model = Electra(model_cfg, generator_config(model_cfg, cfg.generator_overrides))
             task = ElectraTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
                                cfg.eval_instances, rtd_weight=cfg.rtd_weight)
         else:
-            model = BertForPreTraining(model_cfg)
+            model = BertForPreTraining(model_cfg) if cfg.arch == "bert" or cfg.objective in PAIR_HEAD \
+                else BertForMaskedLM(model_cfg)
             task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
                                 cfg.eval_instances)
         if env.main:
-            log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", cfg.size,
+            log.info("pre-training a %s %s (%.1f M parameters) on %d instances, %s objective", cfg.size, cfg.arch,
                      sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
             atomic_write_text(work / "pretrain_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         cfg.train.keep_freed_memory = True  # packed sequences: the same shapes every step
