@@ -61,6 +61,17 @@ def test_windows_cover_the_context_and_each_token_has_one_best_window(minilm_dir
     assert all(f.start_position == f.end_position == 0 for f in feats if f not in hits)
 
 
+def test_a_stride_longer_than_the_window_leaves_no_context_unread(minilm_dir):
+    """doc_stride 128 with a 48-token window (a small model's limit): the step is cut to the window, as in
+    Google's run_squad.py, so every context token is in a window and no window is empty."""
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    context = " ".join(f"word{i}" for i in range(60))
+    feats = qa_features(tok, [QAExample("x", "where?", context, [])], QASettings(max_length=48, doc_stride=128))
+    seen = {o for f in feats for o in f.offsets if o is not None}
+    assert len(seen) == len(tok.encode(context).ids) - 2
+    assert all(any(o is not None for o in f.offsets) for f in feats)
+
+
 @pytest.mark.parametrize("source,max_length", [(("squad", "dev-v1.1.json.gz"), 384),
                                                (("korquad", "KorQuAD_v1.0_dev.json.gz"), 384),
                                                (("squad", "dev-v1.1.json.gz"), 128)])

@@ -3,13 +3,15 @@ its inverse live side by side, so that what training saw and what prediction ret
 
 Span QA (SQuAD, KorQuAD), as Google's `run_squad.py` does it:
 - the question is cut to `max_query_length` tokens; the context is tokenised once, with character offsets;
-- windows: `[CLS] question [SEP] context window [SEP]`, each at most `max_length` tokens. **`doc_stride` is the
-  step** between the first context tokens of two consecutive windows (Google's meaning; Hugging Face's fast
-  tokenizers call the *overlap* `stride`: overlap = window length - doc_stride);
+- windows: the family's pair template around the question and a window of the context (BERT's
+  `[CLS] question [SEP] context [SEP]`, RoBERTa's `<s> question </s></s> context </s>`), each at most
+  `max_length` tokens. **`doc_stride` is the step** between the first context tokens of two consecutive
+  windows (Google's meaning; Hugging Face's fast tokenizers call the *overlap* `stride`: overlap = window
+  length - doc_stride);
 - a token seen by several windows is scored only in the window where it has the most context on both sides
   (`max_context`), and an answer may only start at such a token;
 - training targets: the answer's first and last tokens when the whole answer lies in the window, else
-  `[CLS]` (index 0), as for unanswerable SQuAD 2.0 questions;
+  the first token (`[CLS]`, `<s>`: index 0), as for unanswerable SQuAD 2.0 questions;
 - decoding: the `n_best` highest start and end logits of each window, every pair with start <= end and at most
   `max_answer_length` tokens, scored by the sum of the two logits; the best over all windows wins and is
   mapped back to the characters of the context. SQuAD 2.0: the null score is the lowest `[CLS]` start + end over
@@ -36,11 +38,26 @@ from bertkit.tokenizer import Tokenizer
 IGNORE = -100
 
 
+def framed(tokenizer: Tokenizer, a: Sequence[int], b: Sequence[int] | None = None
+           ) -> tuple[list[int], list[int], list[int | None]]:
+    """The family's template around pieces `a` (and `b`): (ids, segment ids, source), where `source[i]` is the
+    index in `a + b` of the piece at position i, None where the template put a special token. Placeholders go
+    through `build_inputs`, so the layout is the tokenizer's own whatever its template."""
+    n = len(a)
+    ids, types = tokenizer.build_inputs([-1 - i for i in range(n)],
+                                        None if b is None else [-1 - n - j for j in range(len(b))])
+    pieces = list(a) + list(b or ())
+    source = [-1 - t if t < 0 else None for t in ids]
+    return [t if k is None else pieces[k] for t, k in zip(ids, source)], types, source
+
+
 def windows(n: int, room: int, step: int, align_end: bool = False) -> list[tuple[int, int]]:
     """(start, length) of the windows of at most `room` pieces, `step` apart, that read `n` pieces: QA contexts,
     tagged sentences, texts classified in windows and the service's token budget all cut them here. When the
     steps do not land on the end, one more window reaches it: `step` further, or with `align_end` the last
-    `room` pieces (so that every window is full)."""
+    `room` pieces (so that every window is full). A step longer than a window is cut to the window (as Google's
+    `run_squad.py` does), so that no piece falls between two windows."""
+    step = max(1, min(step, room))
     starts = list(range(0, max(n - room, 0) + 1, step))
     if starts[-1] + room < n:
         starts.append(n - room if align_end else starts[-1] + step)
@@ -78,23 +95,24 @@ def qa_features(tokenizer: Tokenizer, examples: Sequence[QAExample], settings: Q
     features = []
     for n, (ex, q, c) in enumerate(zip(examples, questions, contexts)):
         q_ids = q.ids[: s.max_query_length]
-        room = s.max_length - len(q_ids) - 3
+        room = s.max_length - len(q_ids) - tokenizer.num_special_tokens(pair=True)
         if room < 1:
             raise ValueError(f"max_length {s.max_length} leaves no room for the context after a "
                              f"{len(q_ids)}-token question")
         c_ids, c_off = c.ids, c.offsets
         spans = windows(len(c_ids), room, s.doc_stride)
         answer = _answer_tokens(ex, c_off) if train else None
+        nq = len(q_ids)
         for b, length in spans:
-            head = [tokenizer.cls_id] + q_ids + [tokenizer.sep_id]
-            ids = head + c_ids[b:b + length] + [tokenizer.sep_id]
-            types = [0] * len(head) + [1] * (length + 1)
-            offsets = [None] * len(head) + [tuple(o) for o in c_off[b:b + length]] + [None]
-            best = [None] * len(head) + [_is_max_context(spans, (b, length), b + i) for i in range(length)] + [None]
-            feature = QAFeature(n, ids, types, offsets, [bool(x) for x in best])
+            ids, types, source = framed(tokenizer, q_ids, c_ids[b:b + length])
+            context = [None if k is None or k < nq else b + k - nq for k in source]  # context piece at each position
+            offsets = [None if p is None else tuple(c_off[p]) for p in context]
+            best = [p is not None and _is_max_context(spans, (b, length), p) for p in context]
+            feature = QAFeature(n, ids, types, offsets, best)
             if answer is not None and answer[0] >= b and answer[1] < b + length:
-                feature.start_position = answer[0] - b + len(head)
-                feature.end_position = answer[1] - b + len(head)
+                first = context.index(b)  # where the window's first context piece sits in the template
+                feature.start_position = answer[0] - b + first
+                feature.end_position = answer[1] - b + first
             features.append(feature)
     return features
 
@@ -202,7 +220,7 @@ def tag_features(tokenizer: Tokenizer, examples: Sequence[TagExample], label_ids
                  max_length: int = 128, train: bool = True) -> list[TagFeature]:
     texts_spans = [word_spans(e) for e in examples]
     encodings = tokenizer.encode_batch([t for t, _ in texts_spans], add_special_tokens=False)
-    room = max_length - 2
+    room = max_length - tokenizer.num_special_tokens()
     step = max(room // 2, 1)
     features = []
     for n, (ex, (text, spans), enc) in enumerate(zip(examples, texts_spans, encodings)):
@@ -226,10 +244,10 @@ def tag_features(tokenizer: Tokenizer, examples: Sequence[TagExample], label_ids
         for b, length in bounds:
             words = token_words[b:b + length]
             best = {w for i, w in enumerate(words) if w is not None and _is_max_context(bounds, (b, length), b + i)}
-            labels = [IGNORE] + [label_ids.get(ex.tags[w], IGNORE) if (w is not None and train) else IGNORE
-                                 for w in words] + [IGNORE]
-            features.append(TagFeature(n, [tokenizer.cls_id] + ids[b:b + length] + [tokenizer.sep_id],
-                                       [0] * (length + 2), labels, [None] + words + [None], best, inside))
+            row, types, source = framed(tokenizer, ids[b:b + length])
+            at = [None if k is None else words[k] for k in source]  # the word each position starts
+            labels = [label_ids.get(ex.tags[w], IGNORE) if (w is not None and train) else IGNORE for w in at]
+            features.append(TagFeature(n, row, types, labels, at, best, inside))
     return features
 
 

@@ -93,7 +93,9 @@ class Predictor:
             raise ValueError(f"backend '{settings.backend}': choose one of {', '.join(BACKENDS)}")
         directory = Path(path)
         config = BertConfig.from_json_file(directory / "config.json")
-        name = inference_head((config.architectures or ["BertModel"])[0])
+        architecture = (config.architectures or ["BertModel"])[0]
+        # a family's HF class (RobertaForSequenceClassification) names one of bertkit's heads
+        name = inference_head(config.family.internal_class(architecture) or architecture)
         head = HEADS.get(name) if name is not None else None
         if head is None:
             raise CheckpointError(f"{directory / 'config.json'}: architectures {config.architectures}: no "
@@ -191,10 +193,11 @@ class Predictor:
                 owner.append(i)
                 notes[i]["truncated"] = True
             else:
-                body, room = f.ids[1:-1], self.max_length - 2
+                body = [t for t, special in zip(f.ids, f.special_tokens_mask) if not special]
+                room = self.max_length - self.tok.num_special_tokens()
                 spans = windows(len(body), room, room // 2, align_end=True)
                 for b, length in spans:
-                    rows.append(([self.tok.cls_id] + body[b:b + length] + [self.tok.sep_id], [0] * (length + 2)))
+                    rows.append(self.tok.build_inputs(body[b:b + length]))
                     owner.append(i)
                 notes[i]["windows"] = len(spans)
         logits = self._run(rows, lambda out, b: out.logits.float().cpu().numpy(), "logits")
@@ -244,14 +247,15 @@ class Predictor:
         emb = captured["emb"]
         # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
         scores = (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
-        pieces = self.tok.convert_ids_to_tokens(enc.ids)
+        continues = self.tok.continuation_mask()  # WordPiece `##`, BPE without `Ġ`, Unigram without `▁`
         probs = logits.detach().softmax(-1).tolist()
-        words: list[dict] = []  # continuation pieces (##) joined to their word
-        for (a, b), sc, tid, piece in zip(enc.offsets, scores, enc.ids, pieces):
+        words: list[dict] = []  # continuation pieces joined to their word
+        for (a, b), sc, tid in zip(enc.offsets, scores, enc.ids):
             if tid in (self.tok.cls_id, self.tok.sep_id, self.tok.pad_id) or a == b:
                 continue
-            if words and piece.startswith("##") and words[-1]["end"] == a:
-                words[-1]["end"], words[-1]["score"] = b, words[-1]["score"] + sc
+            # byte-level pieces of one character share its offsets (a < end): still the same word
+            if words and continues[tid] and a <= words[-1]["end"]:
+                words[-1]["end"], words[-1]["score"] = max(b, words[-1]["end"]), words[-1]["score"] + sc
             else:
                 words.append({"start": a, "end": b, "score": sc})
         sentences, cursor = [], 0
@@ -327,15 +331,16 @@ class Predictor:
         return results
 
     def fill_mask(self, texts: Sequence[str], top_k: int = 5) -> list[dict]:
-        """For every `[MASK]` of each text, the `top_k` most likely pieces: `{"masks": [[{"token", "score"}, ...],
-        ...]}` in the order the masks appear, and `"truncated": true` when the text was cut to the model's window
-        (its later masks are not filled). Only masked positions are projected onto the vocabulary."""
+        """For every mask token (`[MASK]`, `<mask>`) of each text, the `top_k` most likely pieces: `{"masks":
+        [[{"token", "score"}, ...], ...]}` in the order the masks appear, and `"truncated": true` when the text was
+        cut to the model's window (its later masks are not filled). Only masked positions are projected onto the
+        vocabulary."""
         self._require("fill_mask", "fill-mask (it needs an MLM head)")
         mask_id = self.tok.mask_id
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
         for i, e in enumerate(encs):
             if mask_id not in e.ids:
-                raise ValueError(f"texts[{i}]: no [MASK] token to fill")
+                raise ValueError(f"texts[{i}]: no {self.tok.specials['mask']} token to fill")
         head = self.model.cls.predictions
         k = max(1, min(int(top_k), self.config.vocab_size))
 

@@ -29,14 +29,14 @@ class Call:
     options: dict | None = None
 
 
-def window_cost(n: int, max_length: int) -> tuple[int, int]:
-    """(windows, tokens) for a text of `n` pieces read in windows of `max_length` ([CLS] ... [SEP]) half a
-    window apart, as tagging and long-text classification read it."""
+def window_cost(n: int, max_length: int, specials: int = 2) -> tuple[int, int]:
+    """(windows, tokens) for a text of `n` pieces read in windows of `max_length` (the template's `specials`
+    tokens around each: `[CLS] ... [SEP]`) half a window apart, as tagging and long-text classification read it."""
     from bertkit.data.features import windows
 
-    room = max_length - 2
+    room = max_length - specials
     spans = windows(n, room, max(room // 2, 1))
-    return len(spans), sum(length + 2 for _, length in spans)
+    return len(spans), sum(length + specials for _, length in spans)
 
 
 class Family:
@@ -124,8 +124,8 @@ class Family:
 
     def cost(self, predictor, op: str, pieces: tuple[int, ...], name: str) -> tuple[int, str]:
         """(tokens the model reads for one item of `op`, how that was counted) from its pieces (no specials)."""
-        n, L = pieces[0], predictor.max_length
-        return min(n + 2, L), f"{n + 2} tokens" + (f" (cut to {L})" if n + 2 > L else "")
+        n, L = pieces[0] + predictor.tok.num_special_tokens(), predictor.max_length
+        return min(n, L), f"{n} tokens" + (f" (cut to {L})" if n > L else "")
 
     def side_names(self, op: str, name: str) -> tuple[str, str]:
         """How an error names the two sides of a two-text item `name`."""

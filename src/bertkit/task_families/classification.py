@@ -104,19 +104,20 @@ class Classification(Family):
         return texts_call("explain" if explain else "classify", texts, cut)
 
     def cost(self, predictor, op, pieces, name):
-        L = predictor.max_length
+        L, specials = predictor.max_length, predictor.tok.num_special_tokens(pair=len(pieces) == 2)
         if len(pieces) == 2:  # pairs: truncated longest-first to the window
             na, nb = pieces
-            return min(na + nb + 3, L), f"{na + nb + 3} tokens"
+            return min(na + nb + specials, L), f"{na + nb + specials} tokens"
         n = pieces[0]
         if op == "explain":  # the first window only, forward and backward
-            cost = EXPLAIN_COST * min(n + 2, L)
-            return cost, f"{min(n + 2, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
+            cost = EXPLAIN_COST * min(n + specials, L)
+            return cost, f"{min(n + specials, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
         if op != "classify":
             return super().cost(predictor, op, pieces, name)
-        windows, cost = window_cost(n, L)
+        windows, cost = window_cost(n, L, specials)
         cost = windows * L if windows > 1 else cost  # the last window ends at the text's end: all are full
-        return cost, f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
+        return cost, f"{n + specials} tokens" + (f", read as {windows} windows of {L}: {cost} tokens"
+                                                 if windows > 1 else "")
 
     def run(self, predictor, op, items, options):
         if op == "classify":

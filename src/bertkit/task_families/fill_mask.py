@@ -34,7 +34,7 @@ class FillMask(Family):
         encs = predictor.tok.encode_batch(texts, max_length=predictor.max_length)
         bad = next((i for i, e in enumerate(encs) if predictor.tok.mask_id not in e.ids), None)
         if bad is not None:
-            raise BadRequest(400, f"texts[{bad}]: no [MASK] token to fill")
+            raise BadRequest(400, f"texts[{bad}]: no {predictor.tok.specials['mask']} token to fill")
         return texts_call("fill-mask", texts, cut, {"top_k": top_k})
 
     def run(self, predictor, op, items, options):

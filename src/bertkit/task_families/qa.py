@@ -78,8 +78,9 @@ class QuestionAnswering(Family):
         qa = predictor.settings.qa
         qa_len = min(qa.max_length, predictor.config.max_length)
         q = min(na, qa.max_query_length)
-        spans = windows(nb, max(qa_len - q - 3, 1), qa.doc_stride)
-        cost = sum(length + q + 3 for _, length in spans)
+        specials = predictor.tok.num_special_tokens(pair=True)
+        spans = windows(nb, max(qa_len - q - specials, 1), qa.doc_stride)
+        cost = sum(length + q + specials for _, length in spans)
         return cost, f"{na} + {nb} tokens, read as {len(spans)} window(s) of up to {qa_len}: {cost} tokens"
 
     def side_names(self, op, name) -> tuple[str, str]:

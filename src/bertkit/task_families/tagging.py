@@ -63,9 +63,10 @@ class Tagging(Family):
     def cost(self, predictor, op, pieces, name):
         if op != "tag":
             return super().cost(predictor, op, pieces, name)
-        n, L = pieces[0], predictor.max_length
-        windows, cost = window_cost(n, L)
-        return cost, f"{n + 2} tokens" + (f", read as {windows} windows of {L}: {cost} tokens" if windows > 1 else "")
+        n, L, specials = pieces[0], predictor.max_length, predictor.tok.num_special_tokens()
+        windows, cost = window_cost(n, L, specials)
+        return cost, f"{n + specials} tokens" + (f", read as {windows} windows of {L}: {cost} tokens"
+                                                 if windows > 1 else "")
 
     def run(self, predictor, op, items, options):
         if op == "tag":
