@@ -367,3 +367,14 @@ def test_every_familys_tied_aliases_land_on_the_internal_aliases():
     for fam in FAMILIES.values():
         config = BertConfig.from_dict({"model_type": fam.model_type, **CONFIGS.get(fam.model_type, {})})
         assert fam.tied and {fam.to_internal(k, config, "BertForMaskedLM") for k in fam.tied} <= set(TIED), fam.name
+
+
+def test_load_report_names_keys_as_the_file_does(tmp_path):
+    """A RoBERTa MLM checkpoint fine-tuned as a classifier: the report (what the user reads in the warning) names the
+    unused head and the new classifier by RoBERTa's names, not by bertkit's internal BERT names."""
+    transformers.RobertaForMaskedLM(hf_config("roberta", None)).save_pretrained(tmp_path)
+    report = HEADS["BertForSequenceClassification"].from_pretrained(tmp_path, num_labels=2).load_report
+    assert "lm_head.dense.weight" in report.unused and "lm_head.layer_norm.bias" in report.unused, report
+    assert set(report.newly_initialized) == {"classifier.dense.weight", "classifier.dense.bias",
+                                             "classifier.out_proj.weight", "classifier.out_proj.bias"}, report
+    assert "cls.predictions" not in str(report) and "pre_classifier" not in str(report)

@@ -75,7 +75,8 @@ def test_roberta_arch_writes_roberta_for_masked_lm(small_corpus, tmp_path):
     with torch.no_grad():
         assert_close(ours(ids, mask).logits[mask.bool()], ref(input_ids=ids, attention_mask=mask).logits[mask.bool()],
                      **TOL)
-    starts_finetuning(out, {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"})
+    starts_finetuning(out, {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                            "classifier.out_proj.bias"})
 
     # general distillation from it: MLM only, the student a RobertaForMaskedLM of one layer
     from bertkit.train.distill import DistillConfig, run_distill
@@ -136,7 +137,8 @@ def test_electra_arch_writes_discriminator_and_generator(small_corpus, tmp_path)
     with torch.no_grad():
         assert_close(ours(ids, mask).logits[mask.bool()], ref(input_ids=ids, attention_mask=mask).logits[mask.bool()],
                      **TOL)
-    starts_finetuning(out, {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"})
+    starts_finetuning(out, {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                            "classifier.out_proj.bias"})
 
 
 def test_albert_resume_after_a_checkpoint_is_exact(small_corpus, tmp_path):

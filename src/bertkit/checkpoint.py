@@ -173,7 +173,9 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
         raise CheckpointError(f"{source}: " + "; ".join(problems) + " (pass strict=False to load anyway)")
     for p in problems:
         log.warning("%s: %s", source, p)
-    report.newly_initialized, report.unused = missing, unexpected
+    # reported in the family's HF names (RoBERTa's `lm_head.dense`, not the internal `cls.predictions.transform`)
+    report.newly_initialized = [hf_key(k, model) for k in missing]
+    report.unused = [hf_key(k, model) for k in unexpected]
 
     for k, t in state.items():
         if k in own and tuple(own[k].shape) != tuple(t.shape):
