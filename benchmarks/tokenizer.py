@@ -71,8 +71,28 @@ def train_lines(n: int) -> list[str]:
     return [ln.rstrip("\n") for ln in wiki + reviews]
 
 
-def timed(ours_ids, fast_ids, ours_tensors, fast_tensors, n: int, repeats: int, extra=None) -> dict:
-    results = {}
+def side_by_side(ours: Tokenizer, fast, lines: list[str], repeats: int, extra=None) -> dict:
+    """Both tokenizers on the same two tasks (id lists, padded tensors), outputs checked equal first, then timed
+    interleaved; segment ids compared only where the tokenizer has them."""
+    types = ours.uses_token_types
+
+    def ours_ids():
+        encs = ours.encode_batch(lines, max_length=512)
+        return [(e.ids, e.type_ids) for e in encs] if types else [e.ids for e in encs]
+
+    def fast_ids():
+        out = fast(lines, truncation=True, max_length=512, return_attention_mask=False, return_token_type_ids=types)
+        return list(zip(out["input_ids"], out["token_type_ids"])) if types else out["input_ids"]
+
+    def ours_tensors():
+        return [ours.batch(lines[i:i + 32], max_length=512) for i in range(0, len(lines), 32)]
+
+    def fast_tensors():
+        return [fast(lines[i:i + 32], truncation=True, max_length=512, padding=True, return_tensors="pt")
+                for i in range(0, len(lines), 32)]
+
+    assert ours_ids() == fast_ids(), "outputs differ: the comparison would be meaningless"
+    n, results = len(lines), {}
     for task, a_fn, b_fn in (("ids", ours_ids, fast_ids), ("tensors, batches of 32", ours_tensors, fast_tensors)):
         a_times, b_times = [], []
         for _ in range(repeats):  # interleaved
@@ -92,26 +112,10 @@ def run_bert(lines: list[str], repeats: int) -> dict:
     legacy = transformers.BertTokenizerLegacy.from_pretrained(str(d))
     for t in (fast, legacy):
         t.model_max_length = 512
-
-    def ours_ids():
-        return [(e.ids, e.type_ids) for e in ours.encode_batch(lines, max_length=512)]
-
-    def fast_ids():
-        out = fast(lines, truncation=True, max_length=512, return_attention_mask=False)
-        return list(zip(out["input_ids"], out["token_type_ids"]))
-
-    def ours_tensors():
-        return [ours.batch(lines[i:i + 32], max_length=512) for i in range(0, len(lines), 32)]
-
-    def fast_tensors():
-        return [fast(lines[i:i + 32], truncation=True, max_length=512, padding=True, return_tensors="pt")
-                for i in range(0, len(lines), 32)]
-
-    assert ours_ids() == fast_ids(), "outputs differ: the comparison would be meaningless"
     few = lines[:2000]
     legacy_s = best_of(lambda: legacy(few, truncation=True, max_length=512), 1) / len(few) * len(lines)
-    results = timed(ours_ids, fast_ids, ours_tensors, fast_tensors, len(lines), repeats,
-                    lambda a: dict(legacy_lines_per_s=len(lines) / legacy_s, ratio_vs_legacy=legacy_s / a))
+    results = side_by_side(ours, fast, lines, repeats,
+                           lambda a: dict(legacy_lines_per_s=len(lines) / legacy_s, ratio_vs_legacy=legacy_s / a))
     print("| task | bertkit | BertTokenizer (fast) | BertTokenizerLegacy | bertkit / fast | bertkit / legacy |")
     print("|---|---|---|---|---|---|")
     for task, r in results.items():
@@ -150,25 +154,7 @@ def run_kind(kind: str, lines: list[str], repeats: int, n_train: int, size: int)
     print(f"\n{kind}: {report.vocab_size} pieces learned from {n_train:,} lines in {learn_s:.0f}s; "
           f"transformers loads it as {type(fast).__name__}")
     counts = parity(ours, fast, lines)
-    types = ours.uses_token_types
-
-    def ours_ids():
-        encs = ours.encode_batch(lines, max_length=512)
-        return [(e.ids, e.type_ids) for e in encs] if types else [e.ids for e in encs]
-
-    def fast_ids():
-        out = fast(lines, truncation=True, max_length=512, return_attention_mask=False, return_token_type_ids=types)
-        return list(zip(out["input_ids"], out["token_type_ids"])) if types else out["input_ids"]
-
-    def ours_tensors():
-        return [ours.batch(lines[i:i + 32], max_length=512) for i in range(0, len(lines), 32)]
-
-    def fast_tensors():
-        return [fast(lines[i:i + 32], truncation=True, max_length=512, padding=True, return_tensors="pt")
-                for i in range(0, len(lines), 32)]
-
-    assert ours_ids() == fast_ids(), "outputs differ: the comparison would be meaningless"
-    results = timed(ours_ids, fast_ids, ours_tensors, fast_tensors, len(lines), repeats)
+    results = side_by_side(ours, fast, lines, repeats)
     print(f"| {kind} ({type(fast).__name__}) | lines | ids equal | offsets equal |")
     print("|---|---|---|---|")
     for name, c in counts.items():
