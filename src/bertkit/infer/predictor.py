@@ -7,7 +7,8 @@ encoder + head under `torch.inference_mode` -> post-processing back in input ord
 - tagging: `entities`, each with `type`, `text`, `start`, `end` (characters of the input text);
 - span QA: `answer`, `start`, `end` (characters of the context), `score` (start + end logit), over windows of
   long contexts (`QASettings`);
-- embeddings: mask-aware mean pooling of the last layer.
+- embeddings: mask-aware mean pooling of the last layer, or another pooling (`Predictor.pooling`, the `pooling`
+  argument of `embed`): a sentence-transformers directory's Pooling / Dense / Normalize (`bertkit.apps.sentence`).
 Inputs longer than the model's window: classification averages the logits of overlapping windows (pairs are
 truncated longest-first, and `truncated` says so); tagging and QA slide windows over them too.
 
@@ -80,6 +81,9 @@ class Predictor:
             torch.set_num_threads(self.settings.threads)
         self._cache: OrderedDict = OrderedDict()
         self.cache_hits = self.cache_misses = 0
+        # `embed`'s sentence vector: None = the mean over real tokens; a sentence-transformers directory's own
+        # Pooling / Dense / Normalize in the Predictor of `bertkit.apps.sentence.SentenceModel.predictor()`
+        self.pooling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, settings: PredictorSettings | None = None) -> Predictor:
@@ -361,18 +365,24 @@ class Predictor:
         cut = {i for i, f in zip(long_, self.tok.encode_batch([texts[i] for i in long_])) if len(f) > self.max_length}
         return [{"masks": m, **({"truncated": True} if i in cut else {})} for i, m in enumerate(masks)]
 
-    def embed(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
-        """(len(texts), H) mean of the last layer over each text's real tokens."""
+    def embed(self, texts: Sequence[str], normalize: bool = False,
+              pooling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+        """(len(texts), H) mean of the last layer over each text's real tokens; `pooling(last_hidden_state,
+        attention_mask)` (default `self.pooling`) instead of the mean gives another sentence vector (a
+        sentence-transformers directory's Pooling, Dense and Normalize: `bertkit.apps.sentence`)."""
+        pooling = pooling if pooling is not None else self.pooling
+
         def pool(out, b):
-            v = mean_pool(out.last_hidden_state, b["attention_mask"])
+            v = (mean_pool if pooling is None else pooling)(out.last_hidden_state, b["attention_mask"])
             return (torch.nn.functional.normalize(v, dim=-1) if normalize else v).float().cpu().numpy()
 
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
+        kind = f"{'mean' if pooling is None else f'pool{id(pooling)}'}{int(normalize)}"
         if self.task_family.operation == "embed":  # a bare encoder; a task model embeds through its encoder
-            return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, f"mean{int(normalize)}")) if encs else \
-                np.zeros((0, self.config.hidden_size), dtype=np.float32)
+            if not encs:
+                return np.zeros((0, getattr(pooling, "output_dim", self.config.hidden_size)), dtype=np.float32)
+            return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, kind))
         if not isinstance(self.model, torch.nn.Module):
             raise ValueError("embeddings of a task model need the torch backend (its ONNX graph ends at the head)")
         encoder = self.model.bert
-        return Predictor(encoder, self.tok, self.settings).embed(texts, normalize)
-
+        return Predictor(encoder, self.tok, self.settings).embed(texts, normalize, pooling)
