@@ -28,7 +28,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ class Predictor:
                 "capacity": self.settings.cache_size}
 
     # ---- batching --------------------------------------------------------------------------------------------------
-    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable, kind: str = "",
+    def _run(self, rows: Sequence[tuple[list[int], list[int]]], fn: Callable, kind: Hashable = "",
              model: Callable | None = None) -> list:
         """`fn(output, batch)` -> one result per row, over batches of similar length; results in row order.
         `model` (default: the predictor's) is what runs, e.g. only the encoder of a head model.
@@ -377,7 +377,8 @@ class Predictor:
             return (torch.nn.functional.normalize(v, dim=-1) if normalize else v).float().cpu().numpy()
 
         encs = self.tok.encode_batch(texts, max_length=self.max_length)
-        kind = f"{'mean' if pooling is None else f'pool{id(pooling)}'}{int(normalize)}"
+        # the pooling object itself in the cache key (identity, and a reference: its id is never reused while cached)
+        kind = f"mean{int(normalize)}" if pooling is None else (pooling, normalize)
         if self.task_family.operation == "embed":  # a bare encoder; a task model embeds through its encoder
             if not encs:
                 return np.zeros((0, getattr(pooling, "output_dim", self.config.hidden_size)), dtype=np.float32)
