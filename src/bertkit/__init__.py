@@ -7,15 +7,24 @@ from bertkit.heads import (BertForMaskedLM, BertForPreTraining, BertForQuestionA
                            HeadOutput, load_model)
 from bertkit.model import BertModel, EncoderOutput
 from bertkit.tokenizer import Encoding, Tokenizer, TokenizerError
+from bertkit.version import __version__
 from bertkit.vocab import VocabReport, learn_vocab
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str):
+    # SentenceModel pulls in the Predictor: loaded on first use, so `import bertkit` (and `bertkit tokenize`) stays light
+    if name == "SentenceModel":
+        from bertkit.apps.sentence import SentenceModel
+
+        return SentenceModel
+    raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
+
 
 __all__ = [
     "BertConfig", "ConfigError", "SIZES",
     "BertModel", "EncoderOutput",
     "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
     "BertForQuestionAnswering", "BertForReplacedTokenDetection", "HeadOutput",
-    "Tokenizer", "Encoding", "TokenizerError", "learn_vocab", "VocabReport",
+    "Tokenizer", "Encoding", "TokenizerError", "learn_vocab", "VocabReport", "SentenceModel", "__version__",
     "load_pretrained", "load_model", "save_pretrained", "packaged_model_dir", "CheckpointError", "LoadReport",
 ]

@@ -28,7 +28,6 @@ here would first have to move below the Predictor.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.io import atomic_write_text, prepare_output_dir, read_json
 from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer, check_vocab
+from bertkit.version import __version__
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 # the old boolean keys of 1_Pooling/config.json, in the order sentence-transformers concatenates them
@@ -55,13 +55,6 @@ LEGACY_POOLING_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("bertkit")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class SentenceFormatError(CheckpointError):
@@ -391,5 +384,5 @@ class SentenceModel:
         atomic_write_text(directory / "sentence_bert_config.json",
                           json.dumps({"max_seq_length": max_len, "do_lower_case": self.do_lower_case}, indent=2))
         atomic_write_text(directory / "config_sentence_transformers.json", json.dumps(
-            {"__version__": {"bertkit": _version(), "pytorch": torch.__version__},
+            {"__version__": {"bertkit": __version__, "pytorch": torch.__version__},
              "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))

@@ -190,7 +190,7 @@ def export_key(directory: str | Path, head: type, opset: int = 17) -> str:
     in it: tokenisation runs outside the graph."""
     import hashlib
 
-    from bertkit import __version__
+    from bertkit.version import __version__
     from bertkit.checkpoint import find_weights
 
     directory = Path(directory)
