@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint import CheckpointError, load_pretrained
+from bertkit.checkpoint import CheckpointError, find_weights, load_pretrained, read_state_dict
 from bertkit.config import BertConfig
 from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.io import atomic_write_text, prepare_output_dir, read_json
@@ -215,16 +215,8 @@ def _read_dense(folder: Path) -> Dense:
                                       f"embedding only")
     dense = Dense(config["in_features"], config["out_features"], bool(config.get("bias", True)),
                   _activation(config.get("activation_function"), str(file)))
-    if (folder / "model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        weights_file = folder / "model.safetensors"
-        state = load_file(str(weights_file))
-    elif (folder / "pytorch_model.bin").exists():
-        weights_file = folder / "pytorch_model.bin"
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    else:
-        raise SentenceFormatError(f"{folder}: no Dense weights (model.safetensors or pytorch_model.bin)")
+    weights_file = find_weights(folder)  # model.safetensors or pytorch_model.bin, read as checkpoints are
+    state = read_state_dict(weights_file)
     expected = dict(dense.state_dict())
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
