@@ -16,7 +16,7 @@ st = pytest.importorskip("sentence_transformers")
 
 from bertkit import BertConfig, BertModel, Tokenizer
 from bertkit.apps.sentence import SentenceFormatError, SentenceModel
-from bertkit.infer.predictor import Predictor
+from bertkit.infer.predictor import Predictor, PredictorSettings
 
 TOL = 1e-5
 TEXTS = [
@@ -74,7 +74,7 @@ def test_minilm_reads_unchanged_and_saves_back(minilm_dir, tmp_path):
 
 def test_predictor_of_a_sentence_model(minilm_dir, tiny_dir, tmp_path):
     """SentenceModel.predictor(): a Predictor whose embed() is the directory's Pooling / Dense / Normalize in its
-    max_seq_length window. Predictor.from_pretrained itself still mean-pools (documented: not wired)."""
+    max_seq_length window."""
     expected = st_model(minilm_dir).encode(TEXTS)
     predictor = SentenceModel.from_pretrained(minilm_dir).predictor()
     assert predictor.max_length == 256
@@ -84,7 +84,41 @@ def test_predictor_of_a_sentence_model(minilm_dir, tiny_dir, tmp_path):
     predictor = SentenceModel.from_pretrained(tmp_path / "st").predictor(batch_size=2)
     np.testing.assert_allclose(predictor.embed(TEXTS), theirs.encode(TEXTS), atol=TOL)
     assert predictor.embed([]).shape == (0, 16)
-    assert Predictor.from_pretrained(tmp_path / "st").pooling is None
+
+
+def test_predictor_from_pretrained_reads_modules_json(minilm_dir, tiny_dir, tmp_path):
+    """Predictor.from_pretrained (hence `predict`, `serve`'s /v1/embed) on a sentence-transformers directory gives
+    the model's own vectors: its pooling, Dense, Normalize and window, on both backends. (It used to mean-pool over
+    512 tokens without normalising.)"""
+    expected = st_model(minilm_dir).encode(TEXTS)
+    predictor = Predictor.from_pretrained(minilm_dir)
+    assert predictor.max_length == 256
+    np.testing.assert_allclose(predictor.embed(TEXTS), expected, atol=TOL)
+    onnx = Predictor.from_pretrained(minilm_dir, PredictorSettings(backend="onnx"))
+    np.testing.assert_allclose(onnx.embed(TEXTS), expected, atol=1e-4)
+    # an explicit window wins over max_seq_length
+    assert Predictor.from_pretrained(minilm_dir, PredictorSettings(max_length=64)).max_length == 64
+    theirs = st_modules(tiny_dir, ["cls", "max"], normalize=False)
+    theirs.save(str(tmp_path / "st"))
+    got = Predictor.from_pretrained(tmp_path / "st", PredictorSettings(batch_size=2)).embed(TEXTS)
+    assert got.shape == (len(TEXTS), 16)
+    np.testing.assert_allclose(got, theirs.encode(TEXTS), atol=TOL)
+
+
+def test_predictor_reads_an_encoder_in_a_subfolder(minilm_dir, tmp_path):
+    """sentence-transformers 2's layout keeps the encoder in 0_Transformer/: the Predictor loads it from there."""
+    d = tmp_path / "sub"
+    SentenceModel.from_pretrained(minilm_dir).save(d)
+    (d / "0_Transformer").mkdir()
+    for f in d.iterdir():
+        if f.is_file() and f.name not in ("modules.json", "config_sentence_transformers.json"):
+            f.rename(d / "0_Transformer" / f.name)
+    entries = json.loads((d / "modules.json").read_text())
+    entries[0]["path"] = "0_Transformer"
+    (d / "modules.json").write_text(json.dumps(entries))
+    expected = st_model(minilm_dir).encode(TEXTS[:3])
+    np.testing.assert_allclose(Predictor.from_pretrained(d).embed(TEXTS[:3]), expected, atol=TOL)
+    np.testing.assert_allclose(st_model(d).encode(TEXTS[:3]), expected, atol=TOL)
 
 
 def test_save_never_clobbers(minilm_dir, tmp_path):
@@ -187,6 +221,7 @@ def test_old_layout_with_do_lower_case(minilm_dir, tmp_path):
     assert not np.allclose(SentenceModel(ours.encoder, ours.tokenizer).encode(texts[:2])[0],
                            SentenceModel(ours.encoder, ours.tokenizer).encode(texts[:2])[1], atol=1e-3)
     np.testing.assert_allclose(got, st_model(d).encode(texts), atol=TOL)
+    np.testing.assert_allclose(Predictor.from_pretrained(d).embed(texts), got, atol=TOL)
     ours.save(tmp_path / "ours")
     assert json.loads((tmp_path / "ours" / "sentence_bert_config.json").read_text()) == {
         "max_seq_length": 48, "do_lower_case": True}

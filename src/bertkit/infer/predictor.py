@@ -8,7 +8,8 @@ encoder + head under `torch.inference_mode` -> post-processing back in input ord
 - span QA: `answer`, `start`, `end` (characters of the context), `score` (start + end logit), over windows of
   long contexts (`QASettings`);
 - embeddings: mask-aware mean pooling of the last layer, or another pooling (`Predictor.pooling`, the `pooling`
-  argument of `embed`): a sentence-transformers directory's Pooling / Dense / Normalize (`bertkit.apps.sentence`).
+  argument of `embed`): `from_pretrained` on a sentence-transformers directory takes its Pooling / Dense /
+  Normalize, token window and lower-casing (`infer/sentence_head.py`), so its vectors are the model's own.
 Inputs longer than the model's window: classification averages the logits of overlapping windows (pairs are
 truncated longest-first, and `truncated` says so); tagging and QA slide windows over them too.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable, Hashable, Sequence
 
@@ -39,6 +40,7 @@ from bertkit.data.features import (QASettings, group_by_example, qa_decode, qa_f
                                    tag_features, windows)
 from bertkit.data.tasks import QAExample, TagExample
 from bertkit.heads import HEADS
+from bertkit.infer.sentence_head import read_layout, sentence_window
 from bertkit.metrics import chunks
 from bertkit.task_families import Family, family_of, inference_head
 from bertkit.tokenizer import Tokenizer, check_vocab
@@ -82,20 +84,24 @@ class Predictor:
         self._cache: OrderedDict = OrderedDict()
         self.cache_hits = self.cache_misses = 0
         # `embed`'s sentence vector: None = the mean over real tokens; a sentence-transformers directory's own
-        # Pooling / Dense / Normalize in the Predictor of `bertkit.apps.sentence.SentenceModel.predictor()`
+        # Pooling / Dense / Normalize (`from_pretrained`, `SentenceModel.predictor()`), and its do_lower_case
         self.pooling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self.lowercase = False
 
     @classmethod
     def from_pretrained(cls, path: str | Path, settings: PredictorSettings | None = None) -> Predictor:
         """The head named in config.json `architectures` (a bare encoder for embeddings), on the backend and in the
         precision that `settings` ask for. The ONNX backend exports the model once into the cache (`onnx_file`).
-        The tokenizer must fit the embedding (`check_vocab`)."""
+        The tokenizer must fit the embedding (`check_vocab`). A sentence-transformers directory (modules.json) gives
+        its encoder with its own pooling, Dense, Normalize, window (unless `settings.max_length` says) and
+        lower-casing."""
         from bertkit.infer.quantize import int8_dir, load_int8, quantize_int8
 
         settings = settings or PredictorSettings()
         if settings.backend not in BACKENDS:
             raise ValueError(f"backend '{settings.backend}': choose one of {', '.join(BACKENDS)}")
-        directory = Path(path)
+        layout = read_layout(path)
+        directory = layout.encoder_dir if layout is not None else Path(path)
         config = BertConfig.from_json_file(directory / "config.json")
         architecture = (config.architectures or ["BertModel"])[0]
         # a family's HF class (RobertaForSequenceClassification) names one of bertkit's heads
@@ -106,18 +112,26 @@ class Predictor:
                                   f"inference path for it")
         tokenizer = Tokenizer.from_pretrained(directory)
         check_vocab(tokenizer, config, directory)
+        if layout is not None and settings.max_length is None:
+            window = sentence_window(layout.max_seq_length, tokenizer.model_max_length, config.max_length)
+            settings = replace(settings, max_length=window)
         if int8_dir(directory):
             if settings.backend != "torch":
                 raise ValueError(f"{directory}: an int8 directory runs on the torch backend; for ONNX Runtime "
                                  f"int8 give the float model with int8=True")
-            return cls(load_int8(directory), tokenizer, settings)
-        if settings.backend == "onnx":
+            model = load_int8(directory)
+        elif settings.backend == "onnx":
             from bertkit.infer.onnxrt import OnnxModel, onnx_file
 
             file = onnx_file(directory, head, int8=settings.int8)
-            return cls(OnnxModel(file, config, head, threads=settings.threads), tokenizer, settings)
-        model = head.from_pretrained(directory).eval()
-        return cls(quantize_int8(model, inplace=True) if settings.int8 else model, tokenizer, settings)
+            model = OnnxModel(file, config, head, threads=settings.threads)
+        else:
+            model = head.from_pretrained(directory).eval()
+            model = quantize_int8(model, inplace=True) if settings.int8 else model
+        predictor = cls(model, tokenizer, settings)
+        if layout is not None:
+            predictor.pooling, predictor.lowercase = layout.head, layout.do_lower_case
+        return predictor
 
     def cache_info(self) -> dict[str, int]:
         return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache),
@@ -371,6 +385,7 @@ class Predictor:
         attention_mask)` (default `self.pooling`) instead of the mean gives another sentence vector (a
         sentence-transformers directory's Pooling, Dense and Normalize: `bertkit.apps.sentence`)."""
         pooling = pooling if pooling is not None else self.pooling
+        texts = [t.lower() for t in texts] if self.lowercase else texts
 
         def pool(out, b):
             v = (mean_pool if pooling is None else pooling)(out.last_hidden_state, b["attention_mask"])
@@ -385,5 +400,5 @@ class Predictor:
             return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, kind))
         if not isinstance(self.model, torch.nn.Module):
             raise ValueError("embeddings of a task model need the torch backend (its ONNX graph ends at the head)")
-        encoder = self.model.bert
-        return Predictor(encoder, self.tok, self.settings).embed(texts, normalize, pooling)
+        encoder = Predictor(self.model.bert, self.tok, self.settings)
+        return encoder.embed(texts, normalize, pooling)
