@@ -297,3 +297,17 @@ def test_bad_dense_and_encoder_named(st_dir):
     shutil.rmtree(st_dir / "1_Pooling")
     with pytest.raises(ValueError, match=r"1_Pooling/config\.json: file not found"):
         SentenceModel.from_pretrained(st_dir)
+
+
+def test_quantize_keeps_the_sentence_modules(minilm_dir, tmp_path):
+    """`bertkit quantize` of a sentence-transformers directory used to drop modules.json: the int8 model then
+    mean-pooled 512 tokens without normalising. Its output keeps the layout, so its vectors stay the model's."""
+    from bertkit.cli import main
+
+    assert main(["quantize", "--model", str(minilm_dir), "--out", str(tmp_path / "q")]) == 0
+    assert (tmp_path / "q" / "modules.json").exists() and (tmp_path / "q" / "1_Pooling" / "config.json").exists()
+    predictor = Predictor.from_pretrained(tmp_path / "q")
+    assert predictor.max_length == 256
+    got, expected = predictor.embed(TEXTS), st_model(minilm_dir).encode(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert float((got * expected).sum(1).min()) > 0.97  # int8 weights: close, not equal

@@ -476,6 +476,7 @@ def add_quantize(q) -> None:
 def run_quantize(args) -> None:
     from bertkit.heads import load_model
     from bertkit.infer.quantize import quantize_int8, save_int8
+    from bertkit.infer.sentence_head import copy_sentence_modules
     from bertkit.io import prepare_output_dir
     from bertkit.tokenizer import Tokenizer
 
@@ -485,6 +486,7 @@ def run_quantize(args) -> None:
     tokenizer = Tokenizer.from_pretrained(args.model)
     with target as work:
         save_int8(model, work, tokenizer=tokenizer)
+        copy_sentence_modules(args.model, work)  # a sentence-transformers directory keeps its pooling and window
     print(f"int8 model -> {args.out}", file=sys.stderr)
 
 

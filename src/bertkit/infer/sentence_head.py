@@ -23,6 +23,7 @@ It sits below the Predictor: `Predictor.from_pretrained` reads the layout, so `p
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +301,20 @@ def sentence_window(max_seq_length: int | None, model_max_length: int, max_posit
     if max_seq_length is not None:
         return max_seq_length
     return model_max_length if 0 < model_max_length < max_positions else None
+
+
+def copy_sentence_modules(source: str | Path, target: str | Path) -> bool:
+    """Copy the sentence-transformers files of `source` (modules.json, the module folders after the encoder,
+    sentence_bert_config.json, config_sentence_transformers.json) into `target`, a rewrite of its root encoder
+    (`bertkit quantize`), so the new directory keeps the model's pooling and window. False: nothing to copy."""
+    source, target = Path(source), Path(target)
+    layout = read_layout(source)
+    if layout is None or layout.encoder_dir.resolve() != source.resolve():
+        return False
+    for entry in _read_modules(source / "modules.json")[1:]:
+        if (source / entry["path"]).is_dir():  # Normalize's folder may be absent: it has no files
+            shutil.copytree(source / entry["path"], target / entry["path"], dirs_exist_ok=True)
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+    return True
