@@ -420,6 +420,13 @@ TASKS: dict[str, Task] = {
     "klue-sts": sentence_task(Spec("sentence1", "labels.label", pair="sentence2", regression=True, fmt="klue-json"),
                               splits=("klue-sts-v1.1_train", "klue-sts-v1.1_dev"), metric="pearson",
                               group=_first_text),
+    # KorSTS / KorNLI (Kakao Brain): STS-B and XNLI/SNLI/MNLI translated to Korean. KorNLI's training files are
+    # the translated SNLI/MNLI (multinli.train.ko.tsv; snli_1.0_train.ko.tsv has the same columns).
+    "korsts": sentence_task(Spec("sentence1", "score", pair="sentence2", regression=True),
+                            splits=("sts-train", "sts-dev")),
+    "kornli": sentence_task(Spec("sentence1", "gold_label", pair="sentence2",
+                                 labels=("entailment", "neutral", "contradiction")),
+                            splits=("multinli.train.ko", "xnli.dev.ko")),
     "custom": sentence_task(Spec("text", "label", pair="text_pair")),  # .tsv, .csv, .jsonl; `text_pair` optional
     "conll2003": Task("tagging", "f1", ("eng.train", "eng.testb"), read_conll_task, group=_id),
     "klue-ner": Task("tagging", "f1", ("klue-ner-v1.1_dev", "klue-ner-v1.1_dev"), read_klue_ner_task, group=_id),
