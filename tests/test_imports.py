@@ -188,3 +188,17 @@ def test_the_registries_are_pure_python(module, tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rsplit("@@", 1)[1].strip() == "False"
+
+
+def test_the_public_api_resolves_and_the_applications_load_on_first_use(tmp_path):
+    """Every name in bertkit.__all__ exists; `import bertkit` loads no application (nor scikit-learn) until one of
+    `semantic_search`, `paraphrase_mining`, `cluster`, ... is first touched."""
+    probe = ("import sys, bertkit\n"
+             "before = sorted(m for m in sys.modules if m.startswith(('bertkit.apps', 'sklearn')))\n"
+             "missing = [n for n in bertkit.__all__ if not hasattr(bertkit, n)]\n"
+             "after = 'bertkit.apps.cluster' in sys.modules and 'bertkit.apps.duplicates' in sys.modules\n"
+             "print('@@' + __import__('json').dumps([before, missing, after]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, missing, after = json.loads(out.stdout.rsplit("@@", 1)[1])
+    assert before == [] and missing == [] and after

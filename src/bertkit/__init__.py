@@ -11,12 +11,24 @@ from bertkit.version import __version__
 from bertkit.vocab import VocabReport, learn_vocab
 
 
-def __getattr__(name: str):
-    # SentenceModel pulls in the Predictor: loaded on first use, so `import bertkit` (and `bertkit tokenize`) stays light
-    if name == "SentenceModel":
-        from bertkit.apps.sentence import SentenceModel
+# The applications pull in the Predictor, numpy-heavy code and scikit-learn: loaded on first use, so `import bertkit`
+# (and `bertkit tokenize`) stays light.
+LAZY = {
+    "SentenceModel": "bertkit.apps.sentence",  # .encode(texts)
+    "semantic_search": "bertkit.apps.search",
+    "paraphrase_mining": "bertkit.apps.duplicates",
+    "cluster": "bertkit.apps.cluster",
+    "embed_corpus": "bertkit.apps.embed",
+    "open_vectors": "bertkit.apps.vectors",
+    "Index": "bertkit.apps.index",
+}
 
-        return SentenceModel
+
+def __getattr__(name: str):
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
     raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
 
 
@@ -25,6 +37,6 @@ __all__ = [
     "BertModel", "EncoderOutput",
     "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
     "BertForQuestionAnswering", "BertForReplacedTokenDetection", "HeadOutput",
-    "Tokenizer", "Encoding", "TokenizerError", "learn_vocab", "VocabReport", "SentenceModel", "__version__",
+    "Tokenizer", "Encoding", "TokenizerError", "learn_vocab", "VocabReport", "__version__", *LAZY,
     "load_pretrained", "load_model", "save_pretrained", "packaged_model_dir", "CheckpointError", "LoadReport",
 ]

@@ -529,6 +529,8 @@ SERVE_HELP = {"max_batch": "items per model call", "max_wait_ms": "how long a re
               "max_queue": "items waiting before 503", "max_items": "texts per request",
               "max_chars": "characters per text",
               "max_tokens": "tokens per request the model reads, windows included (beyond: 413)",
+              "max_cluster_items": "texts per /v1/cluster request",
+              "max_cluster_tokens": "tokens per /v1/cluster request",
               "max_batch_tokens": "tokens per model call", "request_timeout_s": "answer or 504 within this",
               "stall_after_s": "a model call running longer makes /healthz answer 503 stalled",
               "header_timeout_s": "a request's headers are due within this",
@@ -537,7 +539,8 @@ SERVE_HELP = {"max_batch": "items per model call", "max_wait_ms": "how long a re
               "api_key": "require this key on everything but /healthz and the page (Authorization: Bearer KEY, "
                          "or X-API-Key); or BERTKIT_API_KEY",
               "threads": "torch threads per process", "cache_size": "LRU cache entries per model (0: none)"}
-SERVE_FIELDS = ("api_key", "max_items", "max_chars", "on_long_text", "max_tokens", "request_timeout_s",
+SERVE_FIELDS = ("api_key", "max_items", "max_chars", "on_long_text", "max_tokens", "max_cluster_items",
+                "max_cluster_tokens", "request_timeout_s",
                 "stall_after_s", "header_timeout_s", "body_timeout_s", "max_connections")
 BATCHER_FIELDS = ("max_batch", "max_wait_ms", "max_queue", "max_batch_tokens")
 
@@ -548,6 +551,9 @@ def add_serve(s) -> None:
 
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                    help="a model directory, optionally named (repeat to serve several)")
+    s.add_argument("--index", action="append", default=[], metavar="[NAME=]DIR",
+                   help="an index (bertkit index build) to search at /v1/search, optionally named (repeat for "
+                        "several); the model that made its vectors must be served")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1, help="processes (one thread per core is the CPU rule)")
@@ -588,6 +594,15 @@ def run_serve(args) -> None:
         if not (Path(path) / "config.json").is_file():
             raise InputError(f"--model {spec}: {path}/config.json not found")
         models[name] = path
+    indexes = {}
+    for spec in args.index:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path.rstrip("/")).name
+        if name in indexes:
+            raise InputError(f"--index {spec}: the name '{name}' is used twice (give NAME=DIR)")
+        if not Path(path).is_dir():
+            raise InputError(f"--index {spec}: {path}: no such directory")
+        indexes[name] = path
     try:
         loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
     except ValueError:  # a host name: it may resolve beyond this machine
@@ -595,18 +610,246 @@ def run_serve(args) -> None:
     if not loopback and settings.api_key is None:
         print(f"bertkit serve: warning: listening on {args.host}, beyond this machine, without --api-key: anyone "
               f"who reaches the port can use the models", file=sys.stderr, flush=True)
-    os.environ[CONFIG_ENV] = json.dumps({"models": models, "threads": args.threads, "backend": args.backend,
-                                         "int8": args.int8, "cache_size": args.cache_size,
+    os.environ[CONFIG_ENV] = json.dumps({"models": models, "indexes": indexes, "threads": args.threads,
+                                         "backend": args.backend, "int8": args.int8, "cache_size": args.cache_size,
                                          "settings": dataclasses.asdict(settings)})
     app = app_from_env() if args.workers == 1 else None  # load here: a bad model fails before the port opens
     print(f"bertkit serve: http://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s); models: "
           + ", ".join(f"{n} = {p} ({app.state.predictors[n].family})" if app else f"{n} = {p}"
-                      for n, p in models.items()), file=sys.stderr, flush=True)
+                      for n, p in models.items())
+          + "".join(f"; index {n} = {p}" for n, p in indexes.items()), file=sys.stderr, flush=True)
     if app is not None:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **server_options(settings))
     else:
         uvicorn.run("bertkit.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level="warning", **server_options(settings, in_process=False))
+
+
+SBERT_TOP = ("loss", "epochs", "batch_size", "max_length", "scale", "max_train_rows", "group_by_length")
+SBERT_TRAIN = ("lr", "warmup", "seed", "threads", "device", "save_every", "grad_accum")
+SBERT_HELP = {"loss": "softmax (NLI labels), cosine / cosent (STS scores), mnrl / mnrl-symmetric (pairs, triplets; NLI "
+                      "becomes triplets), mse (distil --teacher's vectors)",
+              "epochs": "passes over the training rows", "batch_size": "rows (pairs, triplets) per step",
+              "max_length": "tokens per text (0: the model's max_seq_length)",
+              "scale": "cosent / mnrl: inverse temperature", "max_train_rows": "a seeded sample (0: all)",
+              "group_by_length": "batches of rows of similar lengths (less padding for attention)"}
+
+
+def add_sbert(s) -> None:
+    from bertkit.data.pairs import DATASETS
+    from bertkit.train.sentence import LOSSES, SbertConfig
+
+    names = ", ".join(DATASETS)
+    s.add_argument("--model", required=True, help="sentence-transformers directory (or a plain encoder)")
+    s.add_argument("--train", required=True, dest="train_data",
+                   help=f"a dataset ({names}; its train split under --data), NAME:FILE, or a .jsonl of "
+                        f"anchor/positive[/negative], sentence1/sentence2/score|label, text or source/translation")
+    s.add_argument("--eval", dest="eval_data", help="an STS set (NAME: its dev split, NAME:FILE, or .jsonl "
+                                                    "sentence1/sentence2/score): Spearman x 100 after every epoch, "
+                                                    "the best epoch kept (default: none, the last epoch)")
+    s.add_argument("--teacher", help="--loss mse: the sentence-transformers directory whose vectors are learned")
+    s.add_argument("--data", dest="data_dir", help="where dataset NAMEs are found (default $BERTKIT_DATA or "
+                                                   "../shared/data)")
+    s.add_argument("--output", "--out", dest="out", required=True, help="the trained sentence-transformers "
+                                                                          "directory (+ metrics.jsonl)")
+    add_fields(s, SbertConfig, SBERT_TOP, help=SBERT_HELP, choices={"loss": list(LOSSES)})
+    add_fields(s, SbertConfig().train, SBERT_TRAIN, help=TRAIN_HELP, choices=TRAIN_CHOICES)
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output (same flags)")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format(what="run"))
+
+
+def run_sbert(args) -> None:
+    from bertkit.train.sentence import SbertConfig, run_sbert
+
+    cfg = SbertConfig(model=args.model, train_data=args.train_data, eval_data=args.eval_data or "",
+                      teacher=args.teacher or "", data_dir=args.data_dir or "", out=args.out)
+    apply(args, cfg, SBERT_TOP)
+    cfg.group_by_length = bool(args.group_by_length)
+    apply(args, cfg.train, SBERT_TRAIN)
+    summary = run_sbert(cfg, resume=args.resume, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+CLUSTER_PARAMS = ("text_field", "by", "labels", "min_cluster_size", "min_samples", "reduce", "assign_noise",
+                  "keywords", "batch_size", "backend", "int8", "seed")
+
+
+def add_cluster(c) -> None:
+    from bertkit.apps.cluster import REDUCTIONS, cluster_file
+    from bertkit.infer.predictor import BACKENDS
+
+    c.add_argument("--model", help="sentence-transformers (or plain encoder) directory to encode the texts with")
+    c.add_argument("--vectors", help="instead of --model: the vectors directory `bertkit embed` wrote for this same "
+                                     "input (row i = object i)")
+    c.add_argument("--input", required=True, help="JSON lines (.gz too), one object per text")
+    c.add_argument("--output", required=True, help="JSON lines: each input object with 'cluster' (-1: noise) and "
+                                                   "'keywords' added")
+    add_params(c, cluster_file, CLUSTER_PARAMS, choices={"reduce": list(REDUCTIONS), "backend": list(BACKENDS)}, help={
+        "text_field": "the field holding the text (default %(default)s)",
+        "by": "cluster within each group of this field (e.g. a category); labels stay unique",
+        "labels": "print ARI / NMI / V-measure against this field (noise as its own cluster, and after assigning it)",
+        "min_cluster_size": "HDBSCAN's smallest cluster (default %(default)s)",
+        "min_samples": "HDBSCAN's min_samples (default %(default)s)",
+        "reduce": "before HDBSCAN: PCA or UMAP (pip install 'bertkit[umap]') to 5 dimensions, or none "
+                  "(default %(default)s)",
+        "assign_noise": "put each noise point in the cluster with the nearest centroid (cosine)",
+        "keywords": "c-TF-IDF keywords per cluster (default %(default)s)",
+        "batch_size": "texts per model call (default %(default)s)",
+        "backend": "the Predictor's backend for encoding",
+        "int8": "dynamic int8 encoder (faster on CPU; the vectors drift a little, see RESULTS)",
+        "seed": "PCA/UMAP random state"})
+    c.add_argument("--plot", help="a PNG of the 2-D projection, coloured by cluster")
+    c.add_argument("--html", help="a standalone HTML page: the projection (text on hover) and the clusters' keywords")
+
+
+def run_cluster(args) -> None:
+    from bertkit.apps.cluster import cluster_file
+
+    summary = cluster_file(args.model, args.input, args.output, plot=args.plot, html_path=args.html,
+                           vectors=args.vectors, **{k: getattr(args, k) for k in CLUSTER_PARAMS})
+    for group, rows in summary["too_small_groups"].items():
+        what = f"group {group!r}: {rows} rows" if args.by else f"{rows} texts"
+        print(f"bertkit cluster: {what}, fewer than --min-cluster-size: left as noise", file=sys.stderr)
+    print(f"{summary['texts']} texts -> {summary['clusters']} clusters, {summary['noise_share']:.1%} noise "
+          f"-> {args.output}", file=sys.stderr)
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+DUPLICATES_PARAMS = ("text_field", "threshold", "top_k", "batch_size", "backend", "int8", "threads")
+
+
+def add_duplicates(d) -> None:
+    from bertkit.apps.duplicates import DEFAULT_THRESHOLD, duplicates_file
+    from bertkit.infer.predictor import BACKENDS
+
+    d.add_argument("--model", help="sentence-transformers (or plain encoder) directory that embeds the texts")
+    d.add_argument("--vectors", help="instead of --model: the vectors directory bertkit embed wrote for --input")
+    d.add_argument("--input", required=True, help=".txt (one text a line), .jsonl or .csv (a header row)")
+    d.add_argument("--output", required=True, help="JSON lines {i, j, score, exact}: i < j, 0-based positions of "
+                                                   "the input's texts; exact repeats (score 1.0) first")
+    add_params(d, duplicates_file, DUPLICATES_PARAMS, choices={"backend": list(BACKENDS)}, help={
+        "text_field": "the text's field (.jsonl) or column (.csv) (default %(default)s)",
+        "threshold": f"keep near pairs with cosine >= this, in [-1, 1] (default {DEFAULT_THRESHOLD} when "
+                     f"--top-k is not given either)",
+        "top_k": "keep each text's K most similar texts (with --threshold: those of them above it)",
+        "batch_size": "texts per model call (default %(default)s)",
+        "backend": "the Predictor's backend for encoding", "int8": "dynamic int8 Linear layers",
+        "threads": "torch / ONNX Runtime threads (0: the library's choice)"})
+
+
+def run_duplicates(args) -> None:
+    from bertkit.apps.duplicates import duplicates_file
+
+    n, exact, near = duplicates_file(args.model, args.input, args.output, vectors=args.vectors,
+                                     **{k: getattr(args, k) for k in DUPLICATES_PARAMS})
+    print(f"{n} texts: {exact} exact repeats, {near} near pairs -> {args.output}", file=sys.stderr)
+
+
+def add_index(x) -> None:
+    from bertkit.apps import index
+
+    actions = x.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = actions.add_parser("build", help="a new index from one or more vectors directories (bertkit embed)")
+    b.add_argument("--vectors", action="append", required=True, metavar="DIR", help="repeat for several segments")
+    b.add_argument("--out", required=True, metavar="INDEX")
+    b.add_argument("--hnsw", action="store_true", help="also build an HNSW graph (pip install bertkit[ann])")
+    b.add_argument("--score", choices=["cosine", "dot"], default="cosine")
+    b.add_argument("--connectivity", type=int, default=index.CONNECTIVITY, help="HNSW M (default %(default)s)")
+    b.add_argument("--ef-construction", type=int, default=index.EXPANSION_ADD, help="default %(default)s")
+    b.add_argument("--ef-search", type=int, default=index.EXPANSION_SEARCH, help="default %(default)s")
+    b.add_argument("--hnsw-dtype", choices=list(index.HNSW_DTYPES), default="f32",
+                   help="how the graph stores vectors (scores are re-computed from the index's own)")
+    b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format(what="index"))
+    a = actions.add_parser("add", help="append a vectors directory (same model) as a new segment")
+    a.add_argument("--index", required=True)
+    a.add_argument("--vectors", required=True, metavar="DIR")
+    d = actions.add_parser("delete", help="delete rows by id")
+    d.add_argument("--index", required=True)
+    d.add_argument("--ids", nargs="+", required=True, help="ids as in ids.jsonl (a number also matches its text)")
+    s = actions.add_parser("search", help="texts -> JSON lines: query, rank, id, score")
+    s.add_argument("--index", required=True)
+    s.add_argument("--model", required=True, help="the model the vectors came from (checked by fingerprint)")
+    s.add_argument("--query", action="append", required=True, help="repeat for several queries")
+    s.add_argument("--top-k", type=int, default=10)
+    s.add_argument("--exact", action="store_true", help="scan every vector even when there is a graph")
+    i = actions.add_parser("info", help="the manifest: model, rows, segments, graph")
+    i.add_argument("--index", required=True)
+
+
+def run_index(args) -> None:
+    from bertkit.apps.index import Index, read_manifest, search_texts
+
+    if args.action == "build":
+        idx = Index.build(args.vectors, args.out, hnsw=args.hnsw, score=args.score, connectivity=args.connectivity,
+                          expansion_add=args.ef_construction, expansion_search=args.ef_search,
+                          hnsw_dtype=args.hnsw_dtype, overwrite=args.overwrite)
+        print(f"index of {len(idx):,} vectors -> {args.out}" + (" (HNSW)" if idx.has_hnsw else ""), file=sys.stderr)
+    elif args.action == "add":
+        idx = Index.load(args.index)
+        print(f"{idx.add(args.vectors):,} vectors added; {len(idx):,} in {args.index}", file=sys.stderr)
+    elif args.action == "delete":
+        idx = Index.load(args.index)
+        numbers = {v: int(v) for v in args.ids if v.lstrip("-").isdigit()}  # ids.jsonl may hold numbers
+        deleted, missing = idx.delete([*args.ids, *numbers.values()])
+        missing = [v for v in args.ids if v in missing and (v not in numbers or numbers[v] in missing)]
+        print(f"{deleted:,} rows deleted; {len(idx):,} left" + (f"; not found: {', '.join(missing)}" if missing
+                                                                else ""), file=sys.stderr)
+    elif args.action == "search":
+        results = search_texts(Index.load(args.index), args.model, args.query, args.top_k,
+                               exact=True if args.exact else None)
+        for query, hits in zip(args.query, results):
+            for hit in hits:
+                print(json.dumps({"query": query, **hit}, ensure_ascii=False))
+    else:
+        print(json.dumps(read_manifest(args.index), indent=1, ensure_ascii=False))
+
+
+EMBED_PARAMS = ("text_field", "id_field", "dtype", "batch_size", "max_tokens", "chunk_size", "backend", "int8", "threads",
+                "normalize", "resume", "overwrite")
+
+
+def add_embed(m) -> None:
+    from bertkit.apps.embed import CHUNK_SIZE, embed_corpus
+    from bertkit.apps.vectors import DTYPES
+    from bertkit.infer.predictor import BACKENDS
+
+    m.add_argument("--model", required=True, help="sentence-transformers (or plain encoder) directory")
+    m.add_argument("--input", required=True, nargs="+", help=".txt (a text per line, id 'file:line'), .jsonl or "
+                                                              ".csv (a header row) files, embedded in this order")
+    m.add_argument("--output", required=True, help="the vectors directory (meta.json, vectors.npy, ids.jsonl)")
+    add_params(m, embed_corpus, EMBED_PARAMS, choices={"dtype": list(DTYPES), "backend": list(BACKENDS)}, help={
+        "text_field": "the text's field or column in .jsonl / .csv (default %(default)s)",
+        "id_field": "the id's field or column (default: 'file:line')",
+        "dtype": "stored vectors: float32, float16, or int8 with a float32 scale per row (default %(default)s)",
+        "batch_size": "texts per model call at most (default %(default)s)",
+        "max_tokens": "tokens per model call at most: texts x the longest, padding included; short texts go in "
+                      "bigger batches (default %(default)s; 0: --batch-size texts per call)",
+        "chunk_size": f"texts read, embedded and committed at a time: a crash loses at most one chunk (default "
+                      f"{CHUNK_SIZE}, or the interrupted run's with --resume)",
+        "backend": "torch, or onnx: ONNX Runtime (exported once into the cache)",
+        "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)", "threads": "torch / ONNX Runtime threads",
+        "normalize": "L2-normalise the vectors (a model ending in Normalize is normalised anyway)",
+        "resume": "continue an interrupted run in --output (same model, inputs and settings)",
+        "overwrite": OVERWRITE_HELP.format(what="vectors")})
+    m.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS", dest="ray_address",
+                   help="run on Ray Data (pip install 'bertkit[ray]'): 'auto' (RAY_ADDRESS or a cluster started on "
+                        "this machine, else a local one), 'local', or ray://head:10001; the model directory and the "
+                        "inputs must be readable at the same paths on every worker")
+
+
+def run_embed(args) -> None:
+    options = {k: getattr(args, k) for k in EMBED_PARAMS}
+    if args.ray_address is not None:
+        from bertkit.apps.embed_ray import embed_corpus_ray
+
+        vectors = embed_corpus_ray(args.model, args.input, args.output, args.ray_address, **options)
+    else:
+        from bertkit.apps.embed import embed_corpus
+
+        vectors = embed_corpus(args.model, args.input, args.output, **options)
+    speed = vectors.meta.get("last_run", {}).get("sentences_per_s")
+    print(f"embedded {len(vectors)} texts -> {args.output}: {vectors.dimension}-d {vectors.meta['dtype']}"
+          + (f", {speed} sentences/s" if speed else ""), file=sys.stderr)
 
 
 # verb -> (help, add its flags, run it)
@@ -622,9 +865,18 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
     "predict": ("run a fine-tuned model over an input file, one JSON object per line", add_predict, run_predict),
     "distill": ("a smaller student from a teacher: task-specific (--task) or general (--corpus)", add_distill,
                 run_distill),
+    "sbert": ("train sentence embeddings (SBERT losses) -> a sentence-transformers directory", add_sbert, run_sbert),
     "quantize": ("dynamic int8 quantisation of a model's encoder -> a new directory", add_quantize, run_quantize),
     "serve": ("the HTTP service (and the demo page) over one or more models", add_serve, run_serve),
     "export": ("export a model for other runtimes", add_export, run_export),
+    "index": ("a vector index over vectors directories: build, add, delete, search (exact or HNSW)", add_index,
+              run_index),
+    "duplicates": ("exact repeats and near-duplicate pairs of texts (cosine of sentence vectors)", add_duplicates,
+                   run_duplicates),
+    "cluster": ("cluster texts (HDBSCAN over sentence vectors) with keywords, a PNG and an HTML view", add_cluster,
+                run_cluster),
+    "embed": ("a corpus (.txt, .jsonl, .csv) -> a vectors directory, streamed and resumable (--ray)", add_embed,
+              run_embed),
 }
 
 
