@@ -8,7 +8,16 @@ Endpoints (JSON in, JSON out; the OpenAPI schema at /openapi.json, rendered by t
   POST /v1/embed        {"texts": [...]}                              -> {"vectors": [[...], ...]}
   POST /v1/similarity   {"pairs": [[a, b], ...]}                      -> {"scores": [...]} (cosine of embeddings)
   POST /v1/fill-mask    {"texts": ["... [MASK] ..."]}                 -> {"results": [{masks: [[{token, score}]]}]}
-  GET  /healthz, GET /metrics (Prometheus text), GET /v1/models
+  POST /v1/embeddings   OpenAI's shape: {"input": str | [str], "model", "encoding_format": "float" | "base64",
+                        "dimensions"?} -> {"object": "list", "data": [{"object": "embedding", "embedding", "index"}],
+                        "model", "usage": {"prompt_tokens", "total_tokens"}}; errors {"error": {"message", "type",
+                        "param", "code"}}. Works with the `openai` client (`base_url=http://HOST:PORT/v1`).
+  POST /v1/search       {"index", "query" | "queries", "top_k"?}          -> {"results": [[{id, score, rank}]]}
+                        over the indexes served (`bertkit serve --index NAME=DIR`), one list per query; the ids
+                        are those `bertkit embed` recorded (a JSONL input's --id-field, else "file:line")
+  POST /v1/cluster      {"texts": [...], "min_cluster_size"?}             -> {"clusters": [{cluster, size, keywords,
+                        members}], "labels", "coords"} (HDBSCAN over the sentence vectors, keywords by c-TF-IDF)
+  GET  /healthz, GET /metrics (Prometheus text), GET /v1/models, GET /v1/indexes
 Every body may name a `"model"` when several are served. An endpoint the model has no head for answers 404; bad
 input answers 4xx with a message naming the field (`texts[3]: empty text`); the service never answers 5xx for
 input, and an unexpected failure is a JSON 500 (logged with its traceback on the server, never sent). /metrics
@@ -23,6 +32,9 @@ Bounded work per request, whoever sends it:
   (`texts[2]: 20002 tokens ...`). A text with no visible character (only whitespace, zero-width or control
   characters) is a 400. Longer than `max_chars` characters: `on_long_text="truncate"` cuts it and says so
   (`"truncated": true`), `"reject"` answers 413.
+- /v1/cluster takes up to `max_cluster_items` texts and `max_cluster_tokens` tokens (clustering wants many
+  texts; its work is bounded apart from the other endpoints'), and runs one clustering at a time (a request
+  that waits longer than `request_timeout_s` for its turn gets 503 + Retry-After).
 - Each model has its own queue and worker (`batcher.py`): one model's long batch never delays another's; a model
   call holds at most `max_batch_tokens`; a request whose client disconnects or whose `request_timeout_s` passes
   is dropped from the queue, or stopped between model calls if it has started. /healthz answers 503 "stalled",
@@ -37,6 +49,7 @@ Bounded work per request, whoever sends it:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
@@ -44,17 +57,18 @@ import logging
 import os
 import time
 import unicodedata
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from bertkit.infer.predictor import Predictor
-from bertkit.serve.inputs import BadRequest
+from bertkit.serve.inputs import BadRequest, openai_error, read_embeddings, read_int, read_queries, read_texts
 from bertkit.serve.inputs import show as _show
 from bertkit.serve.batcher import BatcherSettings, MicroBatcher, QueueFull, ShuttingDown
 from bertkit.serve.protocol import CONFIG_ENV, DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, GuardedH11Protocol
@@ -64,6 +78,8 @@ log = logging.getLogger("bertkit.serve")
 STATIC = Path(__file__).parent / "static"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+OPENAI_PATHS = ("/v1/embeddings",)  # errors in OpenAI's shape there
+RESERVED_NAMES = ("object", "data")  # /v1/models is also OpenAI's list: these keys are taken
 PUBLIC = ("/healthz", "/", "/docs")  # with /static/*: no key needed (no data; the page asks for the key)
 # The endpoints, their request schemas and how a request becomes a model call are the task families'
 # (`bertkit.task_families`): a model answers its family's endpoints and the embedding ones.
@@ -79,6 +95,8 @@ class ServeSettings:
     max_chars: int = 20_000  # per text
     on_long_text: str = "truncate"  # truncate | reject
     max_tokens: int = 4096  # per request, windows included (~1.2-1.6 s of MiniLM-L6 on one core)
+    max_cluster_items: int = 2000  # texts per /v1/cluster request
+    max_cluster_tokens: int = 65_536  # tokens per /v1/cluster request (~20 s of MiniLM-L6 on one core)
     request_timeout_s: float = 30.0
     stall_after_s: float = 10.0  # a model call running longer: /healthz says "stalled"
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
@@ -89,7 +107,8 @@ class ServeSettings:
     def problems(self) -> list[tuple[str, Any, str]]:
         """What is out of range, as (field, value, why); empty when all is well."""
         at_least = {"max_body_bytes": 1, "max_discard_bytes": 0, "max_items": 1, "max_chars": 1, "max_tokens": 1,
-                    "max_connections": 1, "max_batch": 1, "max_wait_ms": 0, "max_queue": 1, "max_batch_tokens": 1}
+                    "max_cluster_items": 3, "max_cluster_tokens": 1, "max_connections": 1, "max_batch": 1,
+                    "max_wait_ms": 0, "max_queue": 1, "max_batch_tokens": 1}
         positive = {"request_timeout_s", "stall_after_s", "header_timeout_s", "body_timeout_s"}
         out = []
         for obj in (self, self.batcher):
@@ -183,7 +202,8 @@ def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/") and path[4:] in ENDPOINTS:
         return path[4:]
     known = {"/healthz": "healthz", "/metrics": "metrics", "/v1/models": "models", "/openapi.json": "openapi",
-             "/docs": "docs", "/": "page"}
+             "/docs": "docs", "/": "page", "/v1/embeddings": "embeddings", "/v1/search": "search",
+             "/v1/cluster": "cluster", "/v1/indexes": "indexes"}
     return known.get(path, "static" if path.startswith("/static/") else "other")
 
 
@@ -200,8 +220,10 @@ async def _drain(receive, bound: int) -> bool:
     return False
 
 
-def _json_error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": _show(message, 2000)}, status_code=status, headers=headers)
+def _json_error(status: int, message: str, headers: dict | None = None, openai: bool = False) -> JSONResponse:
+    message = _show(message, 2000)
+    return JSONResponse(openai_error(status, message) if openai else {"error": message}, status_code=status,
+                        headers=headers)
 
 
 class Guard:
@@ -245,14 +267,15 @@ class Guard:
                 if why is not None:
                     drained = await _drain(receive, self.settings.max_discard_bytes)
                     response = _json_error(401, why, {"WWW-Authenticate": "Bearer",
-                                                      **({} if drained else {"Connection": "close"})})
+                                                      **({} if drained else {"Connection": "close"})},
+                                           openai=path in OPENAI_PATHS)
                     return await response(scope, receive, send_and_see)
             await self.app(scope, receive, send_and_see)
         except Exception as e:
             log.exception("%s %s failed", scope.get("method"), path)
             if status is None:
                 await _json_error(500, f"internal error ({type(e).__name__}); the server log has the details",
-                                  {"Connection": "close"})(scope, receive, send_and_see)
+                                  {"Connection": "close"}, openai=path in OPENAI_PATHS)(scope, receive, send_and_see)
             else:  # the answer had begun: what the client got is broken, count it as a failure
                 status = 500
         finally:
@@ -261,15 +284,85 @@ class Guard:
                                  time.perf_counter() - start)
 
 
+# ---- vectors, indexes and clusters ----------------------------------------------------------------------------------
+def embedding_dim(p: Predictor) -> int:
+    """The length of the sentence vectors `p.embed` gives (a sentence-transformers Dense may change it)."""
+    return getattr(p.pooling, "output_dim", None) or p.config.hidden_size
+
+
+def encode_vector(v: np.ndarray, encoding: str) -> list[float] | str:
+    """One vector as OpenAI sends it: a list of floats, or base64 of its little-endian float32 bytes."""
+    v = np.asarray(v, dtype="<f4")
+    return base64.b64encode(v.tobytes()).decode("ascii") if encoding == "base64" else v.tolist()
+
+
+@dataclass
+class ServedIndex:
+    """An index and the served model that embeds its queries (its vectors' model, by fingerprint)."""
+    index: Any  # bertkit.apps.index.Index
+    model: str
+    path: str = ""
+
+
+def load_indexes(index_dirs: dict[str, str], model_dirs: dict[str, str]) -> dict[str, ServedIndex]:
+    """Each index (name -> directory) with the served model (name -> directory) whose fingerprint its vectors
+    carry; ValueError naming both when no served model made them (queries embedded by another model would be
+    compared with vectors of a different space)."""
+    if not index_dirs:
+        return {}
+    from bertkit.apps.index import Index
+    from bertkit.apps.vectors import model_fingerprint
+
+    prints = {name: model_fingerprint(path) for name, path in model_dirs.items()}
+    out = {}
+    for name, path in index_dirs.items():
+        index = Index.load(path)
+        wanted = index.model
+        model = next((m for m, fp in prints.items() if fp == wanted["fingerprint"]), None)
+        if model is None:
+            served = ", ".join(f"{m} = {model_dirs[m]} (fingerprint {fp})" for m, fp in prints.items())
+            raise ValueError(f"index '{name}' ({path}) holds vectors of model {wanted.get('path') or '?'} "
+                             f"(fingerprint {wanted['fingerprint']}), which is not served; served: {served}. "
+                             f"Serve that model too (--model DIR)")
+        out[name] = ServedIndex(index, model, str(path))
+    return out
+
+
+def clusters_payload(found, n: int) -> dict:
+    """A `bertkit.apps.cluster` result as JSON: the groups (largest first; -1, the noise, last) with their keywords
+    and members, each text's label and its 2-D coordinates."""
+    labels = [int(x) for x in found.labels]
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        members.setdefault(label, []).append(i)
+    order = sorted(members, key=lambda c: (c == -1, -len(members[c]), c))
+    # c-TF-IDF keywords come as (word, weight): the words are what a reader wants
+    keywords = {int(k): [w[0] if isinstance(w, (tuple, list)) else w for w in v]
+                for k, v in (found.keywords or {}).items()}
+    return {"clusters": [{"cluster": c, "size": len(members[c]), "keywords": keywords.get(c, []),
+                          "members": members[c]} for c in order],
+            "labels": labels, "coords": np.nan_to_num(np.asarray(found.projection, dtype=float)).round(5).tolist(),
+            "noise": len(members.get(-1, [])), "count": n}
+
+
 # ---- the model side (runs in each model's batcher thread) -----------------------------------------------------------
 def run_batch(p: Predictor, op: str, items: list, options: dict) -> list:
     return p.task_family.run(p, op, items, options)
 
 
 # ---- the app ---------------------------------------------------------------------------------------------------------
-def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None = None) -> FastAPI:
+def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None = None,
+               indexes: dict[str, ServedIndex] | None = None) -> FastAPI:
+    """The service over `predictors` (name -> Predictor) and `indexes` (name -> an index and the served model that
+    embeds its queries: `load_indexes`)."""
     if not predictors:
         raise ValueError("serve: no model to serve")
+    if taken := [n for n in predictors if n in RESERVED_NAMES]:
+        raise ValueError(f"serve: a model cannot be named '{taken[0]}' (/v1/models uses that key); rename it")
+    indexes = indexes or {}
+    if unknown := [n for n, x in indexes.items() if x.model not in predictors]:
+        raise ValueError(f"serve: index '{unknown[0]}' is served by model '{indexes[unknown[0]].model}', which is "
+                         f"not served")
     settings = settings or ServeSettings()
     if problems := settings.problems():
         raise ValueError("serve settings: " + "; ".join(f"{f}: {v!r}: {why}" for f, v, why in problems))
@@ -277,6 +370,7 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
     batchers = {name: MicroBatcher(lambda op, items, opts, p=p: run_batch(p, op, items, opts), settings.batcher,
                                    name=name) for name, p in predictors.items()}
     metrics = Metrics()
+    started = int(time.time())
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -349,10 +443,12 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def run(request: Request, model: str, op: str, items: list, names: list[str], **options) -> list:
-        """Admission (the token budget, off the event loop), then the model's queue; the work is cancelled if
-        the client disconnects first."""
-        costs = await asyncio.to_thread(token_costs, predictors[model], op, items, names, settings.max_tokens)
+    async def run(request: Request, model: str, op: str, items: list, names: list[str], budget: int | None = None,
+                  **options) -> tuple[list, list[int]]:
+        """(results, tokens charged per item): admission (the token budget, off the event loop), then the model's
+        queue; the work is cancelled if the client disconnects first."""
+        costs = await asyncio.to_thread(token_costs, predictors[model], op, items, names,
+                                        budget or settings.max_tokens)
         job = asyncio.ensure_future(batchers[model].submit(op, items, costs, settings.request_timeout_s, **options))
         gone = asyncio.ensure_future(until_disconnected(request))
         try:
@@ -364,30 +460,36 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
                 raise ClientGone()
-        return job.result()
+        return job.result(), costs
+
+    async def respond(work, openai: bool = False) -> Response:
+        """`await work()` (a JSON payload) as the response, and every refusal as its status."""
+        try:
+            return JSONResponse(await work())
+        except BadRequest as e:
+            return _json_error(e.status, str(e), e.headers, openai)
+        except QueueFull as e:
+            return _json_error(503, f"overloaded: {e}", {"Retry-After": "1"}, openai)
+        except ShuttingDown as e:
+            return _json_error(503, str(e), {"Retry-After": "5"}, openai)
+        except TimeoutError as e:
+            return _json_error(504, str(e), None, openai)
+        except (ClientGone, ClientDisconnect):
+            return Response(status_code=499)  # nobody reads it; /metrics counts it
+        except ValueError as e:  # the library's input checks (e.g. a text that tokenises to nothing)
+            return _json_error(400, str(e), None, openai)
 
     async def handle(op: str, request: Request):
-        try:
+        async def work():
             body = await read_body(request)
             model = pick_model(body, op)
             p = predictors[model]
             # the family checks the body (a fill-mask request tokenises its texts: off the event loop)
             call = await asyncio.to_thread(p.task_family.parse, op, body, settings, p)
-            results = await run(request, model, call.op, call.items, call.names, **(call.options or {}))
-            payload = call.finish(results)
-            return JSONResponse(payload)
-        except BadRequest as e:
-            return _json_error(e.status, str(e), e.headers)
-        except QueueFull as e:
-            return _json_error(503, f"overloaded: {e}", {"Retry-After": "1"})
-        except ShuttingDown as e:
-            return _json_error(503, str(e), {"Retry-After": "5"})
-        except TimeoutError as e:
-            return _json_error(504, str(e))
-        except (ClientGone, ClientDisconnect):
-            return Response(status_code=499)  # nobody reads it; /metrics counts it
-        except ValueError as e:  # the library's input checks (e.g. a text that tokenises to nothing)
-            return _json_error(400, str(e))
+            results, _ = await run(request, model, call.op, call.items, call.names, **(call.options or {}))
+            return call.finish(results)
+
+        return await respond(work)
 
     def route(op: str):
         async def endpoint(request: Request):
@@ -400,6 +502,119 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
     for op in ENDPOINTS:
         route(op)
+
+    def schema(summary: str, properties: dict, required: list[str], example: dict) -> dict:
+        return {"summary": summary, "openapi_extra": {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "properties": properties, "required": required,
+                                            "example": example}}}}}}
+
+    texts_schema = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+    model_schema = {"type": "string", "description": "which served model (default: the first)"}
+
+    @app.post("/v1/embeddings", **schema(
+        "OpenAI-compatible embeddings: the model's own sentence vectors", {
+            "input": {"oneOf": [{"type": "string", "minLength": 1}, texts_schema]}, "model": model_schema,
+            "encoding_format": {"enum": ["float", "base64"], "description": "base64: little-endian float32"},
+            "dimensions": {"type": "integer", "description": "only the model's own dimension (vectors of a "
+                                                             "model not trained for it are not cut)"}},
+        ["input"], {"input": ["A man is playing a guitar.", "Stocks fell sharply on Monday."],
+                    "encoding_format": "float"}))
+    async def embeddings(request: Request):
+        async def work():
+            body = await read_body(request)
+            model = pick_model(body, "embed")
+            texts, names, encoding, dimensions = read_embeddings(body, settings)
+            dim = embedding_dim(predictors[model])
+            if dimensions is not None and dimensions != dim:
+                # cutting vectors is only sound for a model trained for it (Matryoshka); refused, not guessed
+                raise BadRequest(400, f"dimensions: {dimensions}: model '{model}' gives {dim}-dimensional vectors "
+                                      f"and cannot shorten them; leave dimensions out or send {dim}")
+            # the model's own vectors, as sentence-transformers' encode gives them (no extra normalisation)
+            vectors, costs = await run(request, model, "embed", texts, names, normalize=False)
+            return {"object": "list", "model": model,
+                    "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding)}
+                             for i, v in enumerate(vectors)],
+                    "usage": {"prompt_tokens": sum(costs), "total_tokens": sum(costs)}}
+
+        return await respond(work, openai=True)
+
+    def pick_index(body: dict) -> str:
+        if not indexes:
+            raise BadRequest(404, "index: no index is served (start bertkit serve with --index NAME=DIR)")
+        name = body.get("index", next(iter(indexes)))
+        if not isinstance(name, str):
+            raise BadRequest(400, f"index: expected a string, got {type(name).__name__}")
+        if name not in indexes:
+            raise BadRequest(404, f"index: '{_show(name)}' is not served (served: {', '.join(indexes)})")
+        return name
+
+    @app.post("/v1/search", **schema(
+        "the nearest texts of a served index to each query (cosine or dot, as the index was built)", {
+            "index": {"type": "string", "description": "which served index (default: the first)"},
+            "query": {"type": "string", "minLength": 1}, "queries": texts_schema,
+            "top_k": {"type": "integer", "minimum": 1, "description": "hits per query (default 10, at most the "
+                                                                      "index size)"}},
+        [], {**({"index": next(iter(indexes))} if indexes else {}), "query": "A man is playing a guitar.",
+             "top_k": 1}))
+    async def search(request: Request):
+        async def work():
+            body = await read_body(request)
+            name = pick_index(body)
+            served = indexes[name]
+            queries, names = read_queries(body, settings)
+            size = len(served.index)
+            top_k = read_int(body, "top_k", min(10, size), 1, size, f"above the size of index '{name}' ({size})")
+            vectors, costs = await run(request, served.model, "embed", queries, names, normalize=False)
+            # exact search over a large index is a matrix product over the whole corpus: never on the event loop
+            hits = await asyncio.to_thread(served.index.search, np.stack(vectors), top_k)
+            return {"index": name, "model": served.model, "results": hits, "usage": {"prompt_tokens": sum(costs)}}
+
+        return await respond(work)
+
+    cluster_gate = asyncio.Semaphore(1)  # clustering takes the cores; one at a time, the others wait their turn
+    cluster_settings = replace(settings, max_items=settings.max_cluster_items)
+
+    @app.post("/v1/cluster", **schema(
+        "groups of similar texts (HDBSCAN over the sentence vectors), their keywords and a 2-D map", {
+            "texts": texts_schema, "model": model_schema,
+            "min_cluster_size": {"type": "integer", "minimum": 2,
+                                 "description": "the smallest group (default: a tenth of the texts, 2 to 15)"},
+            "assign_noise": {"type": "boolean", "description": "put texts left as noise in the nearest group"}},
+        ["texts"], {"texts": ["The striker scored twice in the final.", "The keeper saved a late penalty.",
+                              "The coach praised his defenders after the win.", "Shares fell as profits dropped.",
+                              "The central bank raised interest rates.", "Oil prices rose on supply fears."],
+                    "min_cluster_size": 2}))
+    async def cluster_texts(request: Request):
+        async def work():
+            from bertkit.apps.cluster import cluster
+
+            body = await read_body(request)
+            model = pick_model(body, "embed")
+            texts, _ = read_texts(body, "texts", cluster_settings)
+            if len(texts) < 3:
+                raise BadRequest(400, f"texts: {len(texts)} text(s); clustering needs at least 3")
+            # a pasted handful of texts needs smaller groups than the library's default (15) for a corpus
+            default = min(15, max(2, len(texts) // 10))
+            options = {"min_cluster_size": read_int(body, "min_cluster_size", default, 2, len(texts),
+                                                    f"more than the {len(texts)} texts sent")}
+            assign = body.get("assign_noise", False)
+            if not isinstance(assign, bool):
+                raise BadRequest(400, f"assign_noise: expected true or false, got {type(assign).__name__}")
+            options["assign_noise"] = assign
+            names = [f"texts[{i}]" for i in range(len(texts))]
+            vectors, _ = await run(request, model, "embed", texts, names, budget=settings.max_cluster_tokens,
+                                   normalize=False)
+            try:
+                await asyncio.wait_for(cluster_gate.acquire(), settings.request_timeout_s)
+            except TimeoutError:
+                raise QueueFull("another clustering is running; try again later") from None
+            try:
+                found = await asyncio.to_thread(cluster, np.stack(vectors), texts, **options)
+            finally:
+                cluster_gate.release()
+            return clusters_payload(found, len(texts))
+
+        return await respond(work)
 
     @app.get("/healthz")
     def healthz():
@@ -417,10 +632,20 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
     @app.get("/v1/models")
     def models():
-        return {name: {"family": p.family, "endpoints": sorted(endpoints_of(p.task_family)),
-                       "labels": [p.config.id2label[i] for i in range(p.config.num_labels)]
-                       if p.task_family.class_labels and p.config.id2label else None}
-                for name, p in predictors.items()}
+        """name -> {family, endpoints, labels, dimension}, and the same as OpenAI's list (`object`, `data`) so
+        that OpenAI clients can list the models."""
+        out = {name: {"family": p.family, "endpoints": sorted(endpoints_of(p.task_family)),
+                      "labels": [p.config.id2label[i] for i in range(p.config.num_labels)]
+                      if p.task_family.class_labels and p.config.id2label else None,
+                      "dimension": embedding_dim(p)}
+               for name, p in predictors.items()}
+        return {**out, "object": "list",
+                "data": [{"id": name, "object": "model", "created": started, "owned_by": "bertkit", **info}
+                         for name, info in out.items()]}
+
+    @app.get("/v1/indexes")
+    def list_indexes():
+        return {"indexes": [{"name": name, "size": len(x.index), "model": x.model} for name, x in indexes.items()]}
 
     if STATIC.exists():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -463,5 +688,7 @@ def app_from_env():
     """The app a worker process builds from the JSON config `bertkit serve` put in the environment
     (uvicorn's factory for --workers N: each process loads its own models)."""
     cfg = json.loads(os.environ[CONFIG_ENV])
+    # the indexes first: a model that does not match fails before any model's weights are read
+    indexes = load_indexes(cfg.get("indexes") or {}, cfg["models"])
     predictors = load_predictors(cfg["models"], cfg["threads"], cfg["backend"], cfg["int8"], cfg["cache_size"])
-    return create_app(predictors, settings_from_dict(cfg["settings"]))
+    return create_app(predictors, settings_from_dict(cfg["settings"]), indexes)
