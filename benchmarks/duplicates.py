@@ -120,7 +120,8 @@ def sample_pairs(pairs: list[tuple[float, int, int]], threshold: float, n: int, 
 def news(predictor, args) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from bertkit.apps.duplicates import embed_texts, exact_duplicates, iter_pairs
+    from bertkit.apps.duplicates import exact_duplicates, iter_pairs
+    from bertkit.apps.sentence import encode_texts as embed_texts
 
     with gzip.open(DATA / "news" / "kpf_newstrust_titles.json.gz", "rt", encoding="utf-8") as f:
         titles = [r["title"] for r in json.load(f)]
@@ -209,7 +210,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from bertkit import packaged_model_dir
-    from bertkit.apps.duplicates import embed_texts
+    from bertkit.apps.sentence import encode_texts as embed_texts
     from bertkit.infer.predictor import Predictor, PredictorSettings
 
     model = args.model or packaged_model_dir()

@@ -218,7 +218,7 @@ def test_cli_clusters_real_sentences(tmp_path, minilm_dir, capsys):
 
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a"}\n{"title": "b"}\n', "in.jsonl: line 2: missing field 'text'"),
-    ('{"text": "a"}\nnot json\n', "in.jsonl: line 2: not JSON"),
+    ('{"text": "a"}\nnot json\n', "in.jsonl: line 2: malformed JSON"),
     ('["a"]\n', "in.jsonl: line 1: expected a JSON object"),
     ("\n\n", "in.jsonl: no input"),
     ('{"text": 3}\n', "object 1: 'text' must be a string"),

@@ -585,24 +585,22 @@ def run_serve(args) -> None:
     if problems := settings.problems():
         name, value, why = problems[0]
         raise InputError(f"--{name.replace('_', '-')} {value}: {why}")
-    models = {}
-    for spec in args.model:
-        name, _, path = spec.rpartition("=")
-        name = name or Path(path.rstrip("/")).name
-        if name in models:
-            raise InputError(f"--model {spec}: the name '{name}' is used twice (give NAME=DIR)")
-        if not (Path(path) / "config.json").is_file():
-            raise InputError(f"--model {spec}: {path}/config.json not found")
-        models[name] = path
-    indexes = {}
-    for spec in args.index:
-        name, _, path = spec.rpartition("=")
-        name = name or Path(path.rstrip("/")).name
-        if name in indexes:
-            raise InputError(f"--index {spec}: the name '{name}' is used twice (give NAME=DIR)")
-        if not Path(path).is_dir():
-            raise InputError(f"--index {spec}: {path}: no such directory")
-        indexes[name] = path
+    def named(flag: str, specs: list[str], check) -> dict[str, str]:
+        """NAME=DIR (or DIR, named by its last part) -> {name: dir}; a repeated name or a bad DIR is refused."""
+        out = {}
+        for spec in specs:
+            name, _, path = spec.rpartition("=")
+            name = name or Path(path.rstrip("/")).name
+            if name in out:
+                raise InputError(f"{flag} {spec}: the name '{name}' is used twice (give NAME=DIR)")
+            if problem := check(Path(path)):
+                raise InputError(f"{flag} {spec}: {problem}")
+            out[name] = path
+        return out
+
+    models = named("--model", args.model,
+                   lambda p: None if (p / "config.json").is_file() else f"{p}/config.json not found")
+    indexes = named("--index", args.index, lambda p: None if p.is_dir() else f"{p}: no such directory")
     try:
         loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
     except ValueError:  # a host name: it may resolve beyond this machine

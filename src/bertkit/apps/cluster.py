@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
+from bertkit.data.corpus import json_objects
 from bertkit.infer.batchio import InputError
 from bertkit.io import atomic_path, atomic_write_text
 
@@ -277,16 +278,7 @@ def read_records(path: str | Path, fields: Sequence[str]) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         try:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}: line {lineno}"
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(item, dict):
-                    raise InputError(f"{where}: expected a JSON object, got {type(item).__name__}")
+            for where, item in json_objects(path, f, InputError):
                 for name in fields:
                     if name not in item:
                         raise InputError(f"{where}: missing field '{name}'")
@@ -406,24 +398,13 @@ li {{margin: 2px 0}} .sw {{display: inline-block; width: 10px; height: 10px; mar
 # ---- the CLI job -------------------------------------------------------------------------------------------------
 def encode_texts(model: str | Path, texts: Sequence[str], batch_size: int = 64, backend: str = "torch",
                  int8: bool = False, threads: int = 0) -> np.ndarray:
-    """Normalised sentence vectors through the Predictor (modules.json honoured), each distinct text once (news
-    repeats titles), with a progress bar on a tty."""
-    from tqdm import tqdm
-
+    """Unit sentence vectors through the Predictor with these settings (`bertkit.apps.sentence.encode_texts`)."""
+    from bertkit.apps.sentence import encode_texts as encode
     from bertkit.infer.predictor import Predictor, PredictorSettings
 
     predictor = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size, backend=backend,
                                                                    int8=int8, threads=threads))
-    distinct = list(dict.fromkeys(texts))
-    chunk = 4096  # the Predictor sorts each call by length; chunks this big keep that and let the bar move
-    parts = []
-    with tqdm(total=len(distinct), desc="encoding", unit="text", disable=not sys.stderr.isatty()) as bar:
-        for start in range(0, len(distinct), chunk):
-            part = distinct[start:start + chunk]
-            parts.append(predictor.embed(part, normalize=True))
-            bar.update(len(part))
-    row = {text: i for i, text in enumerate(distinct)}
-    return np.concatenate(parts).astype(np.float32)[[row[t] for t in texts]]
+    return encode(predictor, texts, batch_size, show_progress=sys.stderr.isatty())
 
 
 def read_vectors(directory: str | Path, count: int) -> np.ndarray:

@@ -62,7 +62,6 @@ from bertkit.apps.search import row_reader, exact_top_k, normalize
 # cosine. all-MiniLM-L6-v2 on MRPC dev: pairs >= 0.9 are paraphrases 86 % of the time (a third of them found), the
 # best F1 threshold for "paraphrase" is 0.57: 0.9 asks for near-duplicates, not paraphrases (benchmarks/duplicates.py)
 DEFAULT_THRESHOLD = 0.9
-EMBED_CHUNK = 4096  # texts per call of the model (the progress bar advances per chunk)
 
 
 class DuplicatesError(ValueError):
@@ -215,32 +214,14 @@ def iter_pairs(vectors, *, threshold: float | None = None, top_k: int | None = N
     return (pair for s, i, j in blocks for pair in zip(s.tolist(), i.tolist(), j.tolist()))
 
 
-def embed_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
-    """(len(texts), D) float32 unit vectors of `texts` by `model`: a model directory (read by
-    `Predictor.from_pretrained`, which honours a sentence-transformers directory's modules), a `Predictor`, or
-    anything with `encode(texts, batch_size=...)` (`SentenceModel`, sentence-transformers' own)."""
-    from tqdm import tqdm
-
-    if isinstance(model, (str, Path)):
-        from bertkit.infer.predictor import Predictor, PredictorSettings
-
-        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size))
-    out = []
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as bar:
-        for a in range(0, len(texts), EMBED_CHUNK):
-            part = list(texts[a:a + EMBED_CHUNK])
-            v = model.embed(part) if hasattr(model, "embed") else model.encode(part, batch_size=batch_size)
-            out.append(np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float32))
-            bar.update(len(part))
-    return normalize(np.concatenate(out)) if out else np.zeros((0, 0), dtype=np.float32)
-
-
 def _vectors_of(model_or_vectors, texts, batch_size: int, show_progress: bool):
     if texts is None:
         return model_or_vectors
     if isinstance(texts, str):
         raise DuplicatesError("texts: expected a list of texts, not one string")
-    return embed_texts(model_or_vectors, list(texts), batch_size, show_progress)
+    from bertkit.apps.sentence import encode_texts
+
+    return encode_texts(model_or_vectors, list(texts), batch_size, show_progress)
 
 
 def paraphrase_mining(model_or_vectors, texts: Sequence[str] | None = None, *, top_k: int | None = 100,
@@ -248,7 +229,7 @@ def paraphrase_mining(model_or_vectors, texts: Sequence[str] | None = None, *, t
                       column_chunk: int = 16384, batch_size: int = 32,
                       show_progress: bool = False) -> list[tuple[float, int, int]]:
     """[(score, i, j)], i < j, best first (equal scores: by i, then j); at most `max_pairs` (None: all). Without
-    `texts`, `model_or_vectors` is the vectors; with them, the model that embeds them (see `embed_texts`)."""
+    `texts`, `model_or_vectors` is the vectors; with them, the model that embeds them (see `bertkit.apps.sentence.encode_texts`)."""
     if max_pairs is not None and max_pairs < 1:
         raise DuplicatesError(f"max_pairs {max_pairs}: must be at least 1 (or None for all)")
     vectors = _vectors_of(model_or_vectors, texts, batch_size, show_progress)
@@ -302,7 +283,9 @@ def _duplicates(model, texts, rep: np.ndarray, vectors, threshold, top_k, batch_
     if len(first) < 2:
         return
     if vectors is None:
-        rows = embed_texts(model, [texts[i] for i in first], batch_size, show_progress)
+        from bertkit.apps.sentence import encode_texts
+
+        rows = encode_texts(model, [texts[i] for i in first], batch_size, show_progress)
     else:  # the rows of first occurrences, read as they are mined
         rows = vectors if len(first) == len(rep) else _Rows(vectors, first)
     for s, a, b in iter_pairs(rows, threshold=threshold, top_k=top_k, chunk_size=chunk_size,

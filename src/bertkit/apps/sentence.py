@@ -41,6 +41,38 @@ def _load_encoder(folder: Path) -> tuple[BertModel, Tokenizer, int | None, bool]
     return model, tokenizer, sentence_window(max_seq_length, tokenizer.model_max_length, config.max_length), lower
 
 
+ENCODE_CHUNK = 4096  # texts per model call in `encode_texts`: the Predictor sorts each call by length; the bar moves
+
+
+def encode_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+    """(len(texts), D) float32 unit vectors of `texts`, each distinct text computed once (news repeats titles), with a
+    progress bar when asked. `model`: a directory (`Predictor.from_pretrained`, which honours a sentence-transformers
+    directory's modules), a `Predictor`, or anything with `encode(texts, batch_size=...)` (`SentenceModel`,
+    sentence-transformers' own). What duplicates and clustering embed with."""
+    from tqdm import tqdm
+
+    if isinstance(texts, str):
+        raise TypeError("texts: expected a list of texts, not one string")
+    if isinstance(model, (str, Path)):
+        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size))
+    distinct = list(dict.fromkeys(texts))
+    parts = []
+    with tqdm(total=len(distinct), desc="embedding", unit="text", disable=not show_progress) as bar:
+        for start in range(0, len(distinct), ENCODE_CHUNK):
+            part = distinct[start:start + ENCODE_CHUNK]
+            v = model.embed(part) if hasattr(model, "embed") else model.encode(part, batch_size=batch_size)
+            parts.append(np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float32))
+            bar.update(len(part))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    vectors = np.concatenate(parts)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    if len(distinct) == len(texts):
+        return vectors
+    row = {text: i for i, text in enumerate(distinct)}
+    return vectors[[row[t] for t in texts]]
+
+
 class SentenceModel:
     """An encoder + a `SentenceHead`; `encode` gives sentence-transformers' vectors."""
 

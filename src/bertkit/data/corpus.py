@@ -14,8 +14,9 @@ same rule covers both; Korean text without punctuation stays one sentence, which
 from __future__ import annotations
 
 import gzip
+import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -63,6 +64,23 @@ def read_lines_numbered(paths: Sequence[str | Path], keep_blank: bool = False, p
         done += path.stat().st_size
         if progress is not None:
             progress.update(done - progress.n)
+
+
+def json_objects(path: str | Path, lines: Iterable[str], error: type[Exception] = CorpusError
+                 ) -> Iterator[tuple[str, dict]]:
+    """("PATH: line N", object) for each non-blank line of a JSON-lines file; a line that is not JSON or not a
+    JSON object is an `error` naming the file and line."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {lineno}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(item, dict):
+            raise error(f"{where}: expected a JSON object, got {type(item).__name__}")
+        yield where, item
 
 
 def read_lines(paths: Sequence[str | Path], progress: tqdm | None = None) -> Iterator[str]:

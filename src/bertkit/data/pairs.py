@@ -16,12 +16,11 @@ FILE in NAME's format; a `.jsonl` file is read by its fields. Errors name the fi
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertkit.data.corpus import CorpusError
+from bertkit.data.corpus import CorpusError, json_objects
 from bertkit.data.tasks import _read_text, find_split, get_task, read_task
 
 
@@ -129,16 +128,7 @@ def read_jsonl(path: str | Path) -> PairSet:
     a cosine): divide STS's 0-5 by 5."""
     path = Path(path)
     kind, keys, columns, raw_labels = None, None, [], []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {lineno}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(item, dict):
-            raise CorpusError(f"{where}: expected a JSON object")
+    for where, item in json_objects(path, _read_text(path).splitlines()):
         found = tuple(sorted(k for k in item if k in _ORDER or k in ("score", "label")))
         if found not in _LAYOUTS:
             raise CorpusError(f"{where}: fields {list(found)}: expected anchor/positive[/negative], "

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bertkit.data.corpus import CorpusError
+from bertkit.data.corpus import CorpusError, json_objects
 
 
 @dataclass
@@ -128,16 +128,7 @@ def _rows_tsv(path: Path, spec: Spec):
 
 
 def _rows_jsonl(path: Path, spec: Spec):
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {lineno}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{where}: malformed JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(item, dict):
-            raise CorpusError(f"{where}: expected a JSON object")
+    for where, item in json_objects(path, _read_text(path).splitlines()):
         for name in (spec.text, spec.label):
             if name not in item:
                 raise CorpusError(f"{where}: missing field '{name}'")
