@@ -1,7 +1,7 @@
 """Every clustering figure of bertkit's README/RESULTS: `bertkit.apps.cluster` on real news with all-MiniLM-L6-v2.
 
     python benchmarks/cluster.py [--quick] [--skip-sweep] [--umap] [--only bbc|news] [--backend torch|onnx]
-                                 [--int8] [--batch-size N] [--json OUT.json]
+                                 [--int8] [--batch-size N] [--max-tokens N] [--json OUT.json]
 
 1. BBC News (445 articles of summarization/bbc_news_summary_valid.csv.gz, `document`; the 5 `categories` are the
    evaluation): scikit-learn's HDBSCAN with its defaults on the raw vectors (the baseline), then bertkit's default
@@ -34,6 +34,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bertkit.apps.embed import BATCH_SIZE, MAX_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
@@ -77,7 +79,7 @@ def bbc_section(args, model: Path, report: dict) -> None:
 
     docs, gold = bbc(150 if args.quick else None)
     t0 = time.perf_counter()
-    vectors = encode_texts(model, docs, args.batch_size, args.backend, args.int8)
+    vectors = encode_texts(model, docs, args.batch_size, args.max_tokens, args.backend, args.int8)
     print(f"## BBC News: {len(docs)} articles, encoded in {time.perf_counter() - t0:.1f} s", flush=True)
     baseline = HDBSCAN().fit(vectors).labels_
     default = cluster(vectors, docs)
@@ -129,7 +131,7 @@ def news_section(args, model: Path, report: dict) -> None:
     items = news(1500 if args.quick else None)
     titles, gold = [r["title"] for r in items], [r["category"] for r in items]
     t0 = time.perf_counter()
-    vectors = encode_texts(model, titles, args.batch_size, args.backend, args.int8)
+    vectors = encode_texts(model, titles, args.batch_size, args.max_tokens, args.backend, args.int8)
     encode_s = time.perf_counter() - t0
     print(f"## Korean news titles: {len(titles)} titles, encoded in {encode_s:.1f} s", flush=True)
     rows = []
@@ -151,7 +153,8 @@ def news_section(args, model: Path, report: dict) -> None:
         t0 = time.perf_counter()
         summary = cluster_file(model, src, Path(work) / "out.jsonl", text_field="title", by="category",
                                labels="category", plot=Path(work) / "c.png", html_path=Path(work) / "c.html",
-                               batch_size=args.batch_size, backend=args.backend, int8=args.int8)
+                               batch_size=args.batch_size, max_tokens=args.max_tokens, backend=args.backend,
+                               int8=args.int8)
         job_s = time.perf_counter() - t0
     print(f"whole job (`bertkit cluster --by category --labels category --plot --html`): {job_s:.1f} s "
           f"(encode {summary['seconds']['encode']} s, cluster {summary['seconds']['cluster']} s)\n", flush=True)
@@ -168,13 +171,15 @@ def main() -> None:
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--umap", action="store_true", help="add UMAP (three seeds) to the sweep")
     ap.add_argument("--only", choices=["bbc", "news"])
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts per model call at most")
+    ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens per model call at most (0: off)")
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     ap.add_argument("--int8", action="store_true", help="encode with the dynamic int8 encoder")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     model = Path(args.model) if args.model else packaged_model_dir()
-    report: dict = {"model": str(model), "backend": args.backend, "int8": args.int8, "batch_size": args.batch_size}
+    report: dict = {"model": str(model), "backend": args.backend, "int8": args.int8, "batch_size": args.batch_size,
+                    "max_tokens": args.max_tokens}
     if args.only != "news":
         bbc_section(args, model, report)
     if args.only != "bbc":

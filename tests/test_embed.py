@@ -19,6 +19,7 @@ from bertkit.apps.embed import _write, embed_corpus, local_chunks, scan
 from bertkit.apps.vectors import VectorsError, VectorsWriter, model_fingerprint, open_vectors, quantize_rows, read_meta
 from bertkit.cli import main
 from bertkit.infer.batchio import InputError
+from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.io import OutputError
 
 
@@ -129,20 +130,21 @@ def test_int8_and_float16_error_on_real_text(minilm_run, tmp_path):
 
 
 def test_token_budget_batches_give_the_same_vectors(tiny_dir, real_texts):
-    from bertkit.apps.embed import _settings, embed_texts, load_predictor
+    from bertkit.apps.embed import load_predictor, predictor_settings
 
-    predictor = load_predictor(tiny_dir, _settings(64, "torch", False, 0))
-    plain = predictor.embed(real_texts)
-    calls = []
-    embed = predictor.embed
-    predictor.embed = lambda texts, normalize=False: calls.append(texts) or embed(texts, normalize)
-    got = embed_texts(predictor, real_texts, max_tokens=300)
+    plain = load_predictor(tiny_dir, predictor_settings(64, 0, "torch", False, 0)).embed(real_texts)
+    predictor = load_predictor(tiny_dir, predictor_settings(64, 300, "torch", False, 0))
+    shapes = []
+    predictor.model.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape)))
+    got = predictor.embed(real_texts)
     np.testing.assert_allclose(got, plain, atol=1e-5, rtol=0)
-    assert sum(map(len, calls)) == len(real_texts) and len(calls) > 2 and predictor.settings.batch_size == 64
-    for batch in calls:  # within the budget (a single row may exceed it), within the cap
-        longest = max(len(e) for e in predictor.tok.encode_batch(batch, max_length=predictor.max_length))
-        assert len(batch) == 1 or len(batch) * longest <= 300
-        assert len(batch) <= 64
+    assert sum(rows for rows, _ in shapes) == len(real_texts) and len(shapes) > 2
+    for rows, longest in shapes:  # within the budget (a single row may exceed it), within the cap
+        assert rows == 1 or rows * longest <= 300
+        assert rows <= 64
+    assert shapes[0][0] > 2 * shapes[-1][0]  # short texts share bigger batches than long ones
+    with pytest.raises(ValueError, match="max_tokens -1"):
+        Predictor(predictor.model, predictor.tok, PredictorSettings(max_tokens=-1))
 
 
 # ---- resume --------------------------------------------------------------------------------------------------------

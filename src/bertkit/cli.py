@@ -376,7 +376,7 @@ def run_evaluate(args) -> None:
     print(text)
 
 
-PREDICT_FIELDS = ("batch_size", "max_length", "threads", "backend", "int8")
+PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8")
 
 
 def add_predict(d) -> None:
@@ -392,7 +392,9 @@ def add_predict(d) -> None:
     add_fields(d, PredictorSettings, PREDICT_FIELDS, keep_default=True, choices={"backend": list(BACKENDS)}, help={
         "backend": "onnx: ONNX Runtime (exported once into the cache: $BERTKIT_CACHE, else ~/.cache/bertkit)",
         "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)",
-        "max_length": "tokens per window (default: the model's limit)"})
+        "max_length": "tokens per window (default: the model's limit)",
+        "batch_size": "inputs per model call at most (default %(default)s)",
+        "max_tokens": "tokens per model call at most, padding included (default %(default)s: off)"})
 
 
 def run_predict(args) -> None:
@@ -668,8 +670,11 @@ def run_sbert(args) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
+BATCH_HELP = "texts per model call at most (default %(default)s)"
+MAX_TOKENS_HELP = ("tokens per model call at most: texts x the longest, padding included; short texts go in bigger "
+                   "batches (default %(default)s; 0: --batch-size texts per call)")
 CLUSTER_PARAMS = ("text_field", "by", "labels", "min_cluster_size", "min_samples", "reduce", "assign_noise",
-                  "keywords", "batch_size", "backend", "int8", "seed")
+                  "keywords", "batch_size", "max_tokens", "backend", "int8", "seed")
 
 
 def add_cluster(c) -> None:
@@ -692,7 +697,7 @@ def add_cluster(c) -> None:
                   "(default %(default)s)",
         "assign_noise": "put each noise point in the cluster with the nearest centroid (cosine)",
         "keywords": "c-TF-IDF keywords per cluster (default %(default)s)",
-        "batch_size": "texts per model call (default %(default)s)",
+        "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
         "backend": "the Predictor's backend for encoding",
         "int8": "dynamic int8 encoder (faster on CPU; the vectors drift a little, see RESULTS)",
         "seed": "PCA/UMAP random state"})
@@ -713,7 +718,7 @@ def run_cluster(args) -> None:
     print(json.dumps(summary, ensure_ascii=False))
 
 
-DUPLICATES_PARAMS = ("text_field", "threshold", "top_k", "batch_size", "backend", "int8", "threads")
+DUPLICATES_PARAMS = ("text_field", "threshold", "top_k", "batch_size", "max_tokens", "backend", "int8", "threads")
 
 
 def add_duplicates(d) -> None:
@@ -730,7 +735,7 @@ def add_duplicates(d) -> None:
         "threshold": f"keep near pairs with cosine >= this, in [-1, 1] (default {DEFAULT_THRESHOLD} when "
                      f"--top-k is not given either)",
         "top_k": "keep each text's K most similar texts (with --threshold: those of them above it)",
-        "batch_size": "texts per model call (default %(default)s)",
+        "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
         "backend": "the Predictor's backend for encoding", "int8": "dynamic int8 Linear layers",
         "threads": "torch / ONNX Runtime threads (0: the library's choice)"})
 
@@ -819,9 +824,7 @@ def add_embed(m) -> None:
         "text_field": "the text's field or column in .jsonl / .csv (default %(default)s)",
         "id_field": "the id's field or column (default: 'file:line')",
         "dtype": "stored vectors: float32, float16, or int8 with a float32 scale per row (default %(default)s)",
-        "batch_size": "texts per model call at most (default %(default)s)",
-        "max_tokens": "tokens per model call at most: texts x the longest, padding included; short texts go in "
-                      "bigger batches (default %(default)s; 0: --batch-size texts per call)",
+        "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
         "chunk_size": f"texts read, embedded and committed at a time: a crash loses at most one chunk (default "
                       f"{CHUNK_SIZE}, or the interrupted run's with --resume)",
         "backend": "torch, or onnx: ONNX Runtime (exported once into the cache)",

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
+from bertkit.apps.embed import BATCH_SIZE, MAX_TOKENS
 from bertkit.data.corpus import json_objects
 from bertkit.infer.batchio import InputError
 from bertkit.io import atomic_path, atomic_write_text
@@ -396,14 +397,14 @@ li {{margin: 2px 0}} .sw {{display: inline-block; width: 10px; height: 10px; mar
 
 
 # ---- the CLI job -------------------------------------------------------------------------------------------------
-def encode_texts(model: str | Path, texts: Sequence[str], batch_size: int = 64, backend: str = "torch",
-                 int8: bool = False, threads: int = 0) -> np.ndarray:
+def encode_texts(model: str | Path, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS,
+                 backend: str = "torch", int8: bool = False, threads: int = 0) -> np.ndarray:
     """Unit sentence vectors through the Predictor with these settings (`bertkit.apps.sentence.encode_texts`)."""
     from bertkit.apps.sentence import encode_texts as encode
-    from bertkit.infer.predictor import Predictor, PredictorSettings
+    from bertkit.apps.embed import predictor_settings
+    from bertkit.infer.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size, backend=backend,
-                                                                   int8=int8, threads=threads))
+    predictor = Predictor.from_pretrained(model, predictor_settings(batch_size, max_tokens, backend, int8, threads))
     return encode(predictor, texts, batch_size, show_progress=sys.stderr.isatty())
 
 
@@ -421,8 +422,8 @@ def read_vectors(directory: str | Path, count: int) -> np.ndarray:
 def cluster_file(model: str | Path | None, input: str | Path, output: str | Path, *, text_field: str = "text",
                  by: str | None = None, labels: str | None = None, min_cluster_size: int = 15,
                  min_samples: int | None = 2, reduce: str = "pca", assign_noise: bool = False, keywords: int = 10,
-                 plot: str | Path | None = None, html_path: str | Path | None = None, batch_size: int = 64,
-                 backend: str = "torch", int8: bool = False, seed: int = 0, vectors: str | Path | None = None
+                 plot: str | Path | None = None, html_path: str | Path | None = None, batch_size: int = BATCH_SIZE,
+                 max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, seed: int = 0, vectors: str | Path | None = None
                  ) -> dict:
     """`bertkit cluster`: read JSON lines, encode `text_field` with `model` (or read the rows of a `bertkit embed`
     `vectors` directory of the same file), cluster, write; a summary (with scores against the `labels` field,
@@ -439,7 +440,7 @@ def cluster_file(model: str | Path | None, input: str | Path, output: str | Path
     if vectors is not None:
         rows = read_vectors(vectors, len(texts))
     else:
-        rows = encode_texts(model, texts, batch_size, backend, int8)
+        rows = encode_texts(model, texts, batch_size, max_tokens, backend, int8)
     t1 = time.perf_counter()
     result = cluster(rows, texts, by=[r[by] for r in records] if by else None, min_cluster_size=min_cluster_size,
                      min_samples=min_samples, reduce=reduce, assign_noise=assign_noise, keywords=keywords, seed=seed)

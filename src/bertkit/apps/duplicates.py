@@ -57,6 +57,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bertkit.apps.embed import BATCH_SIZE, MAX_TOKENS
 from bertkit.apps.search import row_reader, exact_top_k, normalize
 
 # cosine. all-MiniLM-L6-v2 on MRPC dev: pairs >= 0.9 are paraphrases 86 % of the time (a third of them found), the
@@ -330,8 +331,8 @@ def open_vectors_of(directory: str | Path, input: str | Path, text_field: str):
 
 
 def duplicates_file(model: str | Path | None, input: str | Path, output: str | Path, *, text_field: str = "text",
-                    threshold: float | None = None, top_k: int | None = None, batch_size: int = 32,
-                    backend: str = "torch", int8: bool = False, threads: int = 0,
+                    threshold: float | None = None, top_k: int | None = None, batch_size: int = BATCH_SIZE,
+                    max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, threads: int = 0,
                     vectors: str | Path | None = None) -> tuple[int, int, int]:
     """`bertkit duplicates`: the pairs of `find_duplicates` over `input`'s texts, one JSON object a line
     `{"i", "j", "score", "exact"}` (i < j, 0-based positions in the input), exact repeats first, then near pairs
@@ -348,18 +349,18 @@ def duplicates_file(model: str | Path | None, input: str | Path, output: str | P
     _check(threshold, top_k)
     if (model is None) == (vectors is None):
         raise InputError("give --model (to embed the texts) or --vectors (what bertkit embed wrote), one of them")
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    from bertkit.apps.embed import predictor_settings
+
+    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads)
     if Path(output).resolve() == Path(input).resolve():
         raise InputError(f"--output {output} is the input file; write the pairs elsewhere")
     texts = read_texts(input, text_field)
     if vectors is not None:
         vectors = open_vectors_of(vectors, input, text_field)
     else:
-        from bertkit.infer.predictor import Predictor, PredictorSettings
+        from bertkit.infer.predictor import Predictor
 
-        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size, backend=backend,
-                                                                   int8=int8, threads=threads))
+        model = Predictor.from_pretrained(model, settings)
     counts = [0, 0]
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for d in find_duplicates(model, texts, threshold=threshold, top_k=top_k, batch_size=batch_size,

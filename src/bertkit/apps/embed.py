@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.apps.vectors import DTYPES, Vectors, VectorsWriter, model_fingerprint, open_vectors, read_meta
-from bertkit.infer.batchio import MAX_CHARS, READ_BYTES, InputError, InputLine, _read_long_line, fit, without_onednn
+from bertkit.infer.batchio import (MAX_CHARS, READ_BYTES, InputError, InputLine, _read_long_line, check_batching, fit,
+                                  without_onednn)
 from bertkit.io import OutputError, prepare_output_dir
 
 KINDS = {".txt": "txt", ".jsonl": "jsonl", ".csv": "csv"}
-BATCH_SIZE, MAX_TOKENS = 256, 8192  # rows per batch at most; tokens per batch (`embed_texts`)
+BATCH_SIZE, MAX_TOKENS = 256, 8192  # rows per batch at most; tokens per batch (`PredictorSettings.max_tokens`)
 CHUNK_SIZE = 4096  # rows embedded and committed at a time: the most a crash can lose, and the span sorted by length
 
 
@@ -63,7 +64,7 @@ class Job:
     text_field: str = "text"
     id_field: str | None = None
     chunk_size: int = CHUNK_SIZE
-    max_tokens: int = 0  # batches by token budget (`embed_texts`); 0: by batch_size alone
+    max_tokens: int = 0  # the token budget per batch it ran with (`PredictorSettings.max_tokens`)
     chunks: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
 
     @property
@@ -250,14 +251,14 @@ def read_chunk(job: Job, k: int, tok=None, max_length: int | None = None) -> tup
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
-def _settings(batch_size: int, backend: str, int8: bool, threads: int):
+def predictor_settings(batch_size: int, max_tokens: int, backend: str, int8: bool, threads: int):
     from bertkit.infer.predictor import BACKENDS, PredictorSettings
 
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    check_batching(batch_size, max_tokens)
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
-    return PredictorSettings(batch_size=batch_size, backend=backend, int8=int8, threads=threads)
+    return PredictorSettings(batch_size=batch_size, max_tokens=max_tokens, backend=backend, int8=int8,
+                             threads=threads)
 
 
 def load_predictor(model_dir: str | Path, settings):
@@ -269,41 +270,10 @@ def load_predictor(model_dir: str | Path, settings):
     return predictor
 
 
-def embed_texts(predictor, texts: list[str], normalize: bool = False, max_tokens: int = 0) -> np.ndarray:
-    """The Predictor's vectors of `texts`, in batches of similar length that hold at most `max_tokens` tokens
-    (rows x the longest row, padding included) and at most `settings.batch_size` rows. A fixed count of rows per
-    batch leaves short texts in small, overhead-bound matrix products: MiniLM on STS-B / KorSTS sentences (19 tokens
-    on average) ran about twice as fast in batches of 256 as of 32. The texts are tokenised once more to learn their
-    lengths (about 1 % of the time)."""
-    if not max_tokens or len(texts) <= 1:
-        return predictor.embed(texts, normalize=normalize)
-    seen = [t.lower() for t in texts] if predictor.lowercase else texts
-    lengths = [len(e) for e in predictor.tok.encode_batch(seen, max_length=predictor.max_length)]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
-    cap = predictor.settings.batch_size
-    out: np.ndarray | None = None
-    start = 0
-    try:
-        while start < len(order):
-            end = start + 1  # a batch ends before the row that would take it past the budget
-            while end < len(order) and end - start < cap and (end - start + 1) * lengths[order[end]] <= max_tokens:
-                end += 1
-            idx = order[start:end]
-            predictor.settings.batch_size = len(idx)  # one call, one batch
-            vectors = predictor.embed([texts[i] for i in idx], normalize=normalize)
-            if out is None:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=vectors.dtype)
-            out[idx] = vectors
-            start = end
-    finally:
-        predictor.settings.batch_size = cap
-    return out
-
-
 def embed_chunk(predictor, job: Job, k: int, normalize: bool) -> tuple[list, np.ndarray]:
     """Chunk k's ids and float32 vectors: what every way of running the job computes for it."""
     ids, texts = read_chunk(job, k, predictor.tok, predictor.max_length)
-    return ids, embed_texts(predictor, texts, normalize, job.max_tokens)
+    return ids, predictor.embed(texts, normalize=normalize)
 
 
 def _changed(before: dict, now: dict) -> list[str]:
@@ -346,7 +316,7 @@ def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: st
     progress: a progress bar (default: when stderr is a terminal)."""
     if dtype not in DTYPES:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    settings = _settings(batch_size, backend, int8, threads)
+    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads)
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: model directory not found")
@@ -362,8 +332,6 @@ def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: st
                               f"compute it again")
         if chunk_size is None and before is not None:
             chunk_size = before.get("job", {}).get("chunk_size")
-    if max_tokens < 0:
-        raise InputError(f"--max-tokens {max_tokens}: must be 0 (off) or more")
     job = scan(inputs, text_field, id_field, chunk_size or CHUNK_SIZE)
     job.max_tokens = max_tokens
     predictor = load_predictor(model_dir, settings)

@@ -44,17 +44,19 @@ def _load_encoder(folder: Path) -> tuple[BertModel, Tokenizer, int | None, bool]
 ENCODE_CHUNK = 4096  # texts per model call in `encode_texts`: the Predictor sorts each call by length; the bar moves
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+def encode_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False,
+                 max_tokens: int = 0) -> np.ndarray:
     """(len(texts), D) float32 unit vectors of `texts`, each distinct text computed once (news repeats titles), with a
     progress bar when asked. `model`: a directory (`Predictor.from_pretrained`, which honours a sentence-transformers
     directory's modules), a `Predictor`, or anything with `encode(texts, batch_size=...)` (`SentenceModel`,
-    sentence-transformers' own). What duplicates and clustering embed with."""
+    sentence-transformers' own). `max_tokens`: the token budget per batch of a Predictor made here (see
+    `PredictorSettings`). What duplicates and clustering embed with."""
     from tqdm import tqdm
 
     if isinstance(texts, str):
         raise TypeError("texts: expected a list of texts, not one string")
     if isinstance(model, (str, Path)):
-        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size))
+        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size, max_tokens=max_tokens))
     distinct = list(dict.fromkeys(texts))
     parts = []
     with tqdm(total=len(distinct), desc="embedding", unit="text", disable=not show_progress) as bar:
@@ -98,21 +100,24 @@ class SentenceModel:
     def dimension(self) -> int:
         return self.head.output_dim
 
-    def predictor(self, batch_size: int = 32) -> Predictor:
+    def predictor(self, batch_size: int = 32, max_tokens: int = 0) -> Predictor:
         """A Predictor whose `embed` gives this model's vectors (this pooling, window and lower-casing)."""
-        predictor = Predictor(self.encoder, self.tokenizer, PredictorSettings(batch_size=batch_size,
-                                                                              max_length=self.max_seq_length))
+        settings = PredictorSettings(batch_size=batch_size, max_tokens=max_tokens, max_length=self.max_seq_length)
+        predictor = Predictor(self.encoder, self.tokenizer, settings)
         predictor.pooling, predictor.lowercase = self.head, self.do_lower_case
         return predictor
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False) -> np.ndarray:
-        """(len(texts), dimension) float32 vectors."""
+    def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False,
+               max_tokens: int = 0) -> np.ndarray:
+        """(len(texts), dimension) float32 vectors. `max_tokens`: batches of at most that many tokens (and at most
+        `batch_size` texts; `PredictorSettings.max_tokens`): with batch_size 256 and 8192 tokens, short sentences
+        embed about twice as fast as in batches of 32."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return self.predictor(batch_size).embed(texts, normalize=normalize_embeddings)
+        return self.predictor(batch_size, max_tokens).embed(texts, normalize=normalize_embeddings)
 
     # ---- writing ---------------------------------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False) -> None:

@@ -353,6 +353,13 @@ def read_json_inputs(path: str, fields: tuple[str, str], max_chars: int = MAX_CH
 PREDICT_CHUNK = 1024  # lines per call of the Predictor (it sorts them by length; output is written per chunk)
 
 
+def check_batching(batch_size: int, max_tokens: int) -> None:
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    if max_tokens < 0:
+        raise InputError(f"--max-tokens {max_tokens}: must be 0 (off) or more")
+
+
 def predict_file(model: str, input: str, output: str, settings, pairs: bool = False, max_chars: int = MAX_CHARS,
                  chunk: int = PREDICT_CHUNK) -> tuple[int, str]:
     """One JSON object per line of `input`, as the model's task family answers it (`Family.predict`): lines of
@@ -361,8 +368,7 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
 
     from bertkit.infer.predictor import Predictor
 
-    if settings.batch_size < 1:
-        raise InputError(f"--batch-size {settings.batch_size}: must be at least 1")
+    check_batching(settings.batch_size, settings.max_tokens)
     predictor = Predictor.from_pretrained(model, settings)
     family = predictor.task_family
     # A family that reads every token (windows) refuses a line cut at --max-chars; the others see max_length.
