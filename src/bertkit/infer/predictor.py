@@ -18,8 +18,8 @@ Options (`PredictorSettings`), none of which is a second code path:
 - `int8=True`: dynamic int8 Linear layers (`infer/quantize.py`; with the ONNX backend, ONNX Runtime's own int8);
   a directory written by `bertkit quantize` is int8 whatever this says;
 - `max_tokens=N`: batches of at most N tokens (rows x the longest of the batch, padding included) as well as at
-  most `batch_size` rows, so short texts go in large batches (MiniLM on 19-token sentences ran twice as fast in
-  batches of 256 as of 32: small matrix products are overhead-bound) and long ones in small ones (bounded memory);
+  most `batch_size` rows, so short texts can go in large batches (small matrix products are overhead-bound; the
+  gain depends on the machine's load, see benchmarks/embed.py) and long ones in small ones (bounded memory);
 - `cache_size=N`: an LRU of the last N model rows. Its key is the normalised input the model actually sees (the
   token ids and segment ids of a row, after the tokenizer's normalisation, truncation and windowing), so two
   texts that differ only in what the tokenizer discards share an entry, and a hit returns exactly what the

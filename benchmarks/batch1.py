@@ -1,0 +1,141 @@
+"""Where batch-1 time goes on the PyTorch path, beside ONNX Runtime (bertkit's `--backend onnx`) on the same model
+and the same real sentences, in one process, interleaved, medians.
+
+    python benchmarks/batch1.py                          # all-MiniLM-L6-v2, 2 threads
+    python benchmarks/batch1.py --shape base --threads 1 # BERT-base shape (random weights), one thread
+    python benchmarks/batch1.py --profile 200            # + a torch.profiler table of the encoder by operator
+
+Rows (milliseconds per sentence at batch 1, p50 / p90):
+- `predictor torch` / `predictor onnx`: `Predictor.embed([text])` end to end (tokenise, collate, model, pool);
+- `forward torch` / `forward onnx`: the model call alone on tensors collated beforehand, so the difference between
+  the two rows of a backend is the Predictor's own overhead, and between the backends the engines';
+- `forward torch, no checks`: the encoder without `_check_inputs` (the host syncs of the id range checks).
+The profile (`--profile N`: N forward calls) lists operators by self CPU time per call, so a sync
+(`aten::item`, `aten::nonzero`), a copy or a thread-pool wait shows by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+from bertkit.checkpoint import packaged_model_dir  # noqa: E402
+from bertkit.infer.predictor import Predictor, PredictorSettings  # noqa: E402
+
+
+def sentences(n: int) -> list[str]:
+    with gzip.open(DATA / "glue" / "STS-B" / "dev.tsv.gz", "rt", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    return [r[7] for r in rows[:n]]
+
+
+def model_dir(shape: str, work: Path) -> Path:
+    if shape == "minilm":
+        return packaged_model_dir()
+    from bertkit.config import BertConfig
+    from bertkit.model import BertModel
+    from bertkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(packaged_model_dir())
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=768, num_hidden_layers=12,
+                                 num_attention_heads=12, intermediate_size=3072))
+    model.save_pretrained(work / "base", tokenizer=tok)
+    return work / "base"
+
+
+def timed(fn, inputs: list) -> list[float]:
+    out = []
+    for x in inputs:
+        start = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=["minilm", "base"], default="minilm")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sentences", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", type=int, default=0, help="forward calls to profile (0: none)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    texts = sentences(args.sentences)
+    with tempfile.TemporaryDirectory() as work:
+        directory = model_dir(args.shape, Path(work))
+        settings = PredictorSettings(threads=args.threads, batch_size=1)
+        ours = Predictor.from_pretrained(directory, settings)
+        onnx = Predictor.from_pretrained(directory, PredictorSettings(threads=args.threads, batch_size=1,
+                                                                      backend="onnx"))
+        batches = [ours.tok.collate([e.ids], [e.type_ids]) for e in ours.tok.encode_batch(texts, max_length=256)]
+
+        def forward(model):
+            return lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+
+        def unchecked(b):
+            check, ours.model._check_inputs = ours.model._check_inputs, lambda *a: None
+            try:
+                return ours.model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            finally:
+                ours.model._check_inputs = check
+
+        runs = {"predictor torch": (lambda t: ours.embed([t]), texts),
+                "predictor onnx": (lambda t: onnx.embed([t]), texts),
+                "forward torch": (forward(ours.model), batches),
+                "forward torch, no checks": (unchecked, batches),
+                "forward onnx": (forward(onnx.model), batches)}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        with torch.inference_mode():
+            for fn, inputs in runs.values():  # warm-up
+                timed(fn, inputs[:20])
+            for _ in range(args.repeats):  # interleaved: each repeat runs every path once over the sentences
+                for name, (fn, inputs) in runs.items():
+                    times[name] += timed(fn, inputs)
+        mean_tokens = statistics.mean(b["input_ids"].shape[1] for b in batches)
+        print(f"{args.shape}, {args.threads} threads, {len(texts)} STS-B dev sentences ({mean_tokens:.1f} tokens "
+              f"on average) x {args.repeats}; torch {torch.__version__}")
+        report = {"shape": args.shape, "threads": args.threads, "mean_tokens": round(mean_tokens, 1), "rows": {}}
+        onnx_p50 = statistics.median(times["forward onnx"])
+        for name, t in times.items():
+            p50, p90 = statistics.median(t), statistics.quantiles(t, n=10)[-1]
+            report["rows"][name] = {"p50_ms": round(p50, 3), "p90_ms": round(p90, 3)}
+            print(f"  {name:26s} p50 {p50:7.3f} ms  p90 {p90:7.3f} ms  ({p50 / onnx_p50:.2f}x forward onnx)")
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            fn = forward(ours.model)
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                for b in (batches * (args.profile // len(batches) + 1))[:args.profile]:
+                    fn(b)
+            events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events)
+            print(f"\nprofile: {args.profile} forward calls, self CPU time per call by operator "
+                  f"(total {total / args.profile / 1e3:.3f} ms)")
+            report["profile"] = []
+            for e in events[:25]:
+                per_call = e.self_cpu_time_total / args.profile / 1e3
+                print(f"  {e.key:42s} {per_call:7.3f} ms  {e.count / args.profile:6.1f} calls  "
+                      f"{e.self_cpu_time_total / total:6.1%}")
+                report["profile"].append({"op": e.key, "ms": round(per_call, 4), "calls": e.count / args.profile})
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
