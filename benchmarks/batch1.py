@@ -9,7 +9,9 @@ Rows (milliseconds per sentence at batch 1, p50 / p90):
 - `predictor torch` / `predictor onnx`: `Predictor.embed([text])` end to end (tokenise, collate, model, pool);
 - `forward torch` / `forward onnx`: the model call alone on tensors collated beforehand, so the difference between
   the two rows of a backend is the Predictor's own overhead, and between the backends the engines';
-- `forward torch, no checks`: the encoder without `_check_inputs` (the host syncs of the id range checks).
+- `forward torch, no checks`: the encoder without `_check_inputs` (the host syncs of the id range checks);
+- `forward torch, nn.Linear`: the same model with plain `nn.Linear` layers instead of the weights packed for oneDNN
+  at load (`bertkit.infer.packed`), i.e. the path before packing.
 The profile (`--profile N`: N forward calls) lists operators by self CPU time per call, so a sync
 (`aten::item`, `aten::nonzero`), a copy or a thread-pool wait shows by name.
 """
@@ -83,6 +85,7 @@ def main() -> None:
         ours = Predictor.from_pretrained(directory, settings)
         onnx = Predictor.from_pretrained(directory, PredictorSettings(threads=args.threads, batch_size=1,
                                                                       backend="onnx"))
+        plain = type(ours.model).from_pretrained(directory).eval()
         batches = [ours.tok.collate([e.ids], [e.type_ids]) for e in ours.tok.encode_batch(texts, max_length=256)]
 
         def forward(model):
@@ -99,6 +102,7 @@ def main() -> None:
                 "predictor onnx": (lambda t: onnx.embed([t]), texts),
                 "forward torch": (forward(ours.model), batches),
                 "forward torch, no checks": (unchecked, batches),
+                "forward torch, nn.Linear": (forward(plain), batches),
                 "forward onnx": (forward(onnx.model), batches)}
         times: dict[str, list[float]] = {name: [] for name in runs}
         with torch.inference_mode():
@@ -120,6 +124,8 @@ def main() -> None:
             from torch.profiler import ProfilerActivity, profile
 
             fn = forward(ours.model)
+            packed = any(type(m).__name__ == "PackedLinear" for m in ours.model.modules())
+            print(f"\nprofile of `forward torch` (Linear weights packed for oneDNN: {packed})")
             with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
                 for b in (batches * (args.profile // len(batches) + 1))[:args.profile]:
                     fn(b)

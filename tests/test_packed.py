@@ -1,0 +1,76 @@
+"""Linear weights packed for oneDNN at load (`bertkit.infer.packed`): the same model, the same names, the same
+numbers, and training still works through it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertkit import BertConfig, BertForSequenceClassification
+from bertkit.infer.packed import PackedLinear, available, pack_linears
+from bertkit.infer.predictor import Predictor, PredictorSettings
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN packed linear")
+
+
+def tiny() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig.named("tiny", max_position_embeddings=64)).eval()
+
+
+def batch():
+    ids = torch.randint(5, 1000, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return ids, mask, torch.zeros_like(ids)
+
+
+def test_packing_keeps_names_values_and_outputs():
+    plain, packed = tiny(), pack_linears(tiny())
+    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    a, b = plain.state_dict(), packed.state_dict()
+    assert list(a) == list(b)  # the packed copies are not saved
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    inputs = batch()
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(*inputs).logits, plain(*inputs).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(packed.bert(*inputs).last_hidden_state, plain.bert(*inputs).last_hidden_state,
+                                   atol=1e-5, rtol=0)
+
+
+def test_a_weight_changed_after_packing_is_packed_again():
+    plain, packed = tiny(), pack_linears(tiny())
+    inputs = batch()
+    for model in (plain, packed):
+        with torch.no_grad():
+            model.classifier.weight.mul_(3.0)
+            model.bert.encoder.layer[0].intermediate.dense.weight.add_(0.01)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(*inputs).logits, plain(*inputs).logits, atol=1e-5, rtol=0)
+
+
+def test_training_through_a_packed_model_gets_gradients():
+    plain, packed = tiny(), pack_linears(tiny())  # eval mode: no dropout, so the two runs compare exactly
+    inputs = batch()
+    for model in (plain, packed):
+        model(*inputs).logits.sum().backward()
+    dense = "bert.encoder.layer.0.intermediate.dense.weight"
+    grads = {name: dict(m.named_parameters())[dense].grad for name, m in (("plain", plain), ("packed", packed))}
+    assert grads["packed"] is not None
+    torch.testing.assert_close(grads["packed"], grads["plain"], atol=1e-5, rtol=0)
+
+
+def test_from_pretrained_packs_fp32_and_not_int8(tmp_path, minilm_dir):
+    from bertkit import Tokenizer
+
+    tiny().save_pretrained(tmp_path / "m", tokenizer=Tokenizer.from_pretrained(minilm_dir))
+    fp32 = Predictor.from_pretrained(tmp_path / "m")
+    int8 = Predictor.from_pretrained(tmp_path / "m", PredictorSettings(int8=True))
+    assert any(isinstance(m, PackedLinear) for m in fp32.model.modules())
+    assert not any(isinstance(m, PackedLinear) for m in int8.model.modules())
+    texts = ["a short one", "and a somewhat longer sentence than the first"]
+    plain = Predictor(tiny(), fp32.tok)
+    for got, want in zip(fp32.classify(texts), plain.classify(texts)):
+        assert got["label"] == want["label"]
+        for label, p in want["probs"].items():
+            assert abs(got["probs"][label] - p) < 1e-5
