@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertkit import BertConfig, BertForSequenceClassification
-from bertkit.infer.packed import PackedLinear, available, pack_linears
+from bertkit.infer.packed import PackedIntermediate, PackedLinear, PackedSelfAttention, available, pack_linears
 from bertkit.infer.predictor import Predictor, PredictorSettings
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN packed linear")
@@ -27,7 +27,8 @@ def batch():
 
 def test_packing_keeps_names_values_and_outputs():
     plain, packed = tiny(), pack_linears(tiny())
-    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    kinds = {type(m) for m in packed.modules()}
+    assert {PackedLinear, PackedSelfAttention, PackedIntermediate} <= kinds
     a, b = plain.state_dict(), packed.state_dict()
     assert list(a) == list(b)  # the packed copies are not saved
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -45,6 +46,7 @@ def test_a_weight_changed_after_packing_is_packed_again():
         with torch.no_grad():
             model.classifier.weight.mul_(3.0)
             model.bert.encoder.layer[0].intermediate.dense.weight.add_(0.01)
+            model.bert.encoder.layer[1].attention.self.value.bias.add_(0.5)
     with torch.inference_mode():
         torch.testing.assert_close(packed(*inputs).logits, plain(*inputs).logits, atol=1e-5, rtol=0)
 

@@ -125,13 +125,16 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # (N, H) -> q, k, v, each (N, H)
+        return self.query(x), self.key(x), self.value(x)
+
     def forward(self, x: Tensor, padding: Padding) -> Tensor:  # (N, H) -> (N, H)
         B, T, nh, hd = padding.batch, padding.seq, self.num_heads, self.head_dim
 
         def heads(t: Tensor) -> Tensor:  # (N, H) -> (B, nh, T, hd)
             return padding.pad(t).view(B, T, nh, hd).transpose(1, 2)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q, k, v = (heads(t) for t in self.project(x))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=padding.key_mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, T, hd)
