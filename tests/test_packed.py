@@ -76,3 +76,23 @@ def test_from_pretrained_packs_fp32_and_not_int8(tmp_path, minilm_dir):
         assert got["label"] == want["label"]
         for label, p in want["probs"].items():
             assert abs(got["probs"][label] - p) < 1e-5
+
+
+def test_a_packed_model_copies_converts_and_pickles():
+    import copy
+    import io
+
+    plain, packed = tiny(), pack_linears(tiny())
+    inputs = batch()
+    copied = copy.deepcopy(packed)
+    buffer = io.BytesIO()
+    torch.save(packed, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    round_trip = copy.deepcopy(packed).double().float()  # new weight tensors: the packed copy must follow them
+    with torch.no_grad():
+        plain.double().float()
+    with torch.inference_mode():
+        want = plain(*inputs).logits
+        for model in (copied, loaded, round_trip, packed):
+            torch.testing.assert_close(model(*inputs).logits, want, atol=1e-5, rtol=0)

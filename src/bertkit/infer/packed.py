@@ -9,10 +9,13 @@ and oneDNN's linear on a weight packed beforehand is 2-3x faster with 10 rows an
 state dict and `save_pretrained` are unchanged), plus the packed copy as a buffer that is not saved. Two products
 are fused as well, which saves ~40 us a layer each at MiniLM's batch-1 shape: attention's query, key and value in
 one product over their concatenated weights (`PackedSelfAttention`), and the feed-forward's exact gelu inside its
-first product (`PackedIntermediate`). The packed path
-runs only where it computes the same thing: float32 on the CPU, and no gradient to record (training, or a
-`requires_grad` input, takes `F.linear`). A weight changed in place after packing (an optimizer step) is packed
-again on the next call (its version counter says so). The copy costs the Linear weights' memory once more.
+first product (`PackedIntermediate`).
+
+The packed path runs only where it computes the same thing: float32 on the CPU, and no gradient to record
+(training, or a `requires_grad` input, takes `F.linear`). A weight changed in place after packing (an optimizer
+step) is packed again on the next call (its storage and version counter say so). The packed copy is not a buffer
+(oneDNN's tensor has no storage to move, copy or pickle): `.to()`, `.half()`, deepcopy and pickling leave it
+behind, and the next call on the fast path packs again. It costs the Linear weights' memory once more.
 """
 
 from __future__ import annotations
@@ -51,29 +54,41 @@ def _fast(x: torch.Tensor, *params: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
 
 
-def _versions(*params: torch.Tensor) -> tuple[int, ...]:
-    return tuple(p._version for p in params)
+def _key(*params: torch.Tensor) -> tuple:
+    """Changes when a parameter is replaced (`.to()`, `.half()`) or changed in place (its version counter)."""
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
+class _Packed:
+    """A packed copy and the `_key` of what it was packed from. A copy or a pickle of it is empty (oneDNN's opaque
+    tensors cannot be copied): the module packs again on its first call."""
+
+    def __init__(self, tensors: tuple = (), key: tuple = ()):
+        self.tensors, self.key = tensors, key
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.tensors, self.key = (), ()
 
 
 class PackedLinear(nn.Linear):
     """An `nn.Linear` with its weight also packed for oneDNN (`packed`, not saved)."""
 
-    packed: torch.Tensor
-
     def pack(self) -> None:
         with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
-        self.register_buffer("packed", packed, persistent=False)
-        self.packed_version = _versions(self.weight)
+            self.packed = _Packed((torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None),),
+                                  _key(self.weight))
 
     def forward(self, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
         """`activation` "gelu": gelu (erf) fused into the product."""
         if not _fast(x, self.weight):
             y = F.linear(x, self.weight, self.bias)
             return F.gelu(y) if activation == "gelu" else y
-        if _versions(self.weight) != self.packed_version:
+        if getattr(self, "packed", None) is None or self.packed.key != _key(self.weight):
             self.pack()
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, activation, [],
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed.tensors[0], self.bias, activation, [],
                                                   "none" if activation == "gelu" else "")
 
 
@@ -85,19 +100,17 @@ class PackedSelfAttention(BertSelfAttention):
         with torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat([w.detach() for w in params]), None)
             bias = torch.cat([lin.bias.detach() for lin in (self.query, self.key, self.value)])
-        self.register_buffer("qkv_packed", packed, persistent=False)
-        self.register_buffer("qkv_bias", bias, persistent=False)
-        self.qkv_version = self._qkv_versions()
+        self.qkv = _Packed((packed, bias), self._qkv_key())
 
-    def _qkv_versions(self) -> tuple[int, ...]:
-        return _versions(*(p for lin in (self.query, self.key, self.value) for p in (lin.weight, lin.bias)))
+    def _qkv_key(self) -> tuple:
+        return _key(*(p for lin in (self.query, self.key, self.value) for p in (lin.weight, lin.bias)))
 
     def project(self, x: torch.Tensor):
         if not _fast(x, self.query.weight, self.key.weight, self.value.weight):
             return super().project(x)
-        if self._qkv_versions() != self.qkv_version:
+        if getattr(self, "qkv", None) is None or self.qkv.key != self._qkv_key():
             self.pack()
-        qkv = torch.ops.mkldnn._linear_pointwise(x, self.qkv_packed, self.qkv_bias, "none", [], "")
+        qkv = torch.ops.mkldnn._linear_pointwise(x, *self.qkv.tensors, "none", [], "")
         return qkv.split(self.query.out_features, dim=-1)
 
 
@@ -128,7 +141,7 @@ def pack_linears(model: nn.Module) -> nn.Module:
             m.pack()
             for lin in (m.query, m.key, m.value):  # the fused copy serves them: no second one each
                 lin.__class__ = nn.Linear
-                del lin._buffers["packed"]
+                del lin.packed
         elif type(m) is BertIntermediate and m.act is F.gelu and isinstance(m.dense, PackedLinear):
             m.__class__ = PackedIntermediate
     return model
