@@ -4,6 +4,7 @@ and the same real sentences, in one process, interleaved, medians.
     python benchmarks/batch1.py                          # all-MiniLM-L6-v2, 2 threads
     python benchmarks/batch1.py --shape base --threads 1 # BERT-base shape (random weights), one thread
     python benchmarks/batch1.py --profile 200            # + a torch.profiler table of the encoder by operator
+    python benchmarks/batch1.py --kernels                # the products alone: nn.Linear vs packed vs fused
 
 Rows (milliseconds per sentence at batch 1, p50 / p90):
 - `predictor torch` / `predictor onnx`: `Predictor.embed([text])` end to end (tokenise, collate, model, pool);
@@ -12,8 +13,12 @@ Rows (milliseconds per sentence at batch 1, p50 / p90):
 - `forward torch, no checks`: the encoder without `_check_inputs` (the host syncs of the id range checks);
 - `forward torch, nn.Linear`: the same model with plain `nn.Linear` layers instead of the weights packed for oneDNN
   at load (`bertkit.infer.packed`), i.e. the path before packing.
-The profile (`--profile N`: N forward calls) lists operators by self CPU time per call, so a sync
-(`aten::item`, `aten::nonzero`), a copy or a thread-pool wait shows by name.
+`--kernels` times the pieces in isolation instead (microseconds per call, random inputs of the model's shapes, 10,
+32 and 320 rows): `F.linear` against oneDNN's linear on a packed weight for each product of a layer; query, key and
+value as three packed products against one over the concatenated weights; the feed-forward's product then gelu
+against gelu fused into the product; and `model.eval()` + `model.train(False)` on the loaded model (what the
+Predictor did around every call). The profile (`--profile N`: N forward calls) lists operators by self CPU time
+per call, so a sync (`aten::item`, `aten::nonzero`), a copy or a thread-pool wait shows by name.
 """
 
 from __future__ import annotations
@@ -68,6 +73,51 @@ def timed(fn, inputs: list) -> list[float]:
     return out
 
 
+def per_call_us(fn, n: int = 2000) -> float:
+    for _ in range(50):
+        fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def kernels(model: torch.nn.Module) -> dict:
+    """The products of one layer of `model`'s shape, alone (see the module docstring)."""
+    import torch.nn.functional as F
+
+    linear, pack = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+    H, inner = model.config.hidden_size, model.config.intermediate_size
+    out: dict = {"eval_train_us": round(per_call_us(lambda: (model.eval(), model.train(False)), 500), 1)}
+    print(f"  model.eval() + model.train(False): {out['eval_train_us']:.1f} us")
+    model.eval()
+    for rows in (10, 32, 320):
+        for k, n in ((H, H), (H, inner), (inner, H)):
+            x, w, b = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+            packed = pack(w, None)
+            with torch.inference_mode():
+                plain_us = per_call_us(lambda: F.linear(x, w, b))
+                packed_us = per_call_us(lambda: linear(x, packed, b, "none", [], ""))
+            out[f"linear {rows}x{k}->{n}"] = {"F.linear": round(plain_us, 1), "packed": round(packed_us, 1)}
+            print(f"  {rows:4d} rows, {k:5d} -> {n:5d}: F.linear {plain_us:8.1f} us, packed {packed_us:8.1f} us "
+                  f"({plain_us / packed_us:.2f}x)")
+        x = torch.randn(rows, H)
+        ws, bs = [torch.randn(H, H) for _ in range(3)], [torch.randn(H) for _ in range(3)]
+        three, one, bias = [pack(w, None) for w in ws], pack(torch.cat(ws), None), torch.cat(bs)
+        wi, bi = torch.randn(inner, H), torch.randn(inner)
+        pi = pack(wi, None)
+        with torch.inference_mode():
+            qkv = (per_call_us(lambda: [linear(x, p, b, "none", [], "") for p, b in zip(three, bs)]),
+                   per_call_us(lambda: linear(x, one, bias, "none", [], "").split(H, -1)))
+            gelu = (per_call_us(lambda: F.gelu(linear(x, pi, bi, "none", [], ""))),
+                    per_call_us(lambda: linear(x, pi, bi, "gelu", [], "none")))
+        out[f"fusions {rows} rows"] = {"qkv_three": round(qkv[0], 1), "qkv_one": round(qkv[1], 1),
+                                       "gelu_after": round(gelu[0], 1), "gelu_fused": round(gelu[1], 1)}
+        print(f"  {rows:4d} rows: q/k/v three products {qkv[0]:.1f} us, one {qkv[1]:.1f} us; feed-forward then "
+              f"gelu {gelu[0]:.1f} us, fused {gelu[1]:.1f} us")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=["minilm", "base"], default="minilm")
@@ -75,6 +125,7 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", type=int, default=0, help="forward calls to profile (0: none)")
+    ap.add_argument("--kernels", action="store_true", help="time the products alone instead (see above)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,6 +133,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         directory = model_dir(args.shape, Path(work))
         settings = PredictorSettings(threads=args.threads, batch_size=1)
+        if args.kernels:
+            from bertkit.model import BertModel
+
+            print(f"{args.shape}, {args.threads} threads, torch {torch.__version__}: the products alone")
+            report = kernels(BertModel.from_pretrained(directory))
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2))
+            return
         ours = Predictor.from_pretrained(directory, settings)
         onnx = Predictor.from_pretrained(directory, PredictorSettings(threads=args.threads, batch_size=1,
                                                                       backend="onnx"))

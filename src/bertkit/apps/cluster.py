@@ -423,8 +423,8 @@ def cluster_file(model: str | Path | None, input: str | Path, output: str | Path
                  by: str | None = None, labels: str | None = None, min_cluster_size: int = 15,
                  min_samples: int | None = 2, reduce: str = "pca", assign_noise: bool = False, keywords: int = 10,
                  plot: str | Path | None = None, html_path: str | Path | None = None, batch_size: int = BATCH_SIZE,
-                 max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, seed: int = 0, vectors: str | Path | None = None
-                 ) -> dict:
+                 max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, seed: int = 0,
+                 vectors: str | Path | None = None) -> dict:
     """`bertkit cluster`: read JSON lines, encode `text_field` with `model` (or read the rows of a `bertkit embed`
     `vectors` directory of the same file), cluster, write; a summary (with scores against the `labels` field,
     before and after noise assignment, when it is given)."""

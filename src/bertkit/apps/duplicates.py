@@ -230,7 +230,8 @@ def paraphrase_mining(model_or_vectors, texts: Sequence[str] | None = None, *, t
                       column_chunk: int = 16384, batch_size: int = 32,
                       show_progress: bool = False) -> list[tuple[float, int, int]]:
     """[(score, i, j)], i < j, best first (equal scores: by i, then j); at most `max_pairs` (None: all). Without
-    `texts`, `model_or_vectors` is the vectors; with them, the model that embeds them (see `bertkit.apps.sentence.encode_texts`)."""
+    `texts`, `model_or_vectors` is the vectors; with them, the model that embeds them (see
+    `bertkit.apps.sentence.encode_texts`)."""
     if max_pairs is not None and max_pairs < 1:
         raise DuplicatesError(f"max_pairs {max_pairs}: must be at least 1 (or None for all)")
     vectors = _vectors_of(model_or_vectors, texts, batch_size, show_progress)

@@ -44,19 +44,17 @@ def _load_encoder(folder: Path) -> tuple[BertModel, Tokenizer, int | None, bool]
 ENCODE_CHUNK = 4096  # texts per model call in `encode_texts`: the Predictor sorts each call by length; the bar moves
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False,
-                 max_tokens: int = 0) -> np.ndarray:
+def encode_texts(model, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
     """(len(texts), D) float32 unit vectors of `texts`, each distinct text computed once (news repeats titles), with a
     progress bar when asked. `model`: a directory (`Predictor.from_pretrained`, which honours a sentence-transformers
     directory's modules), a `Predictor`, or anything with `encode(texts, batch_size=...)` (`SentenceModel`,
-    sentence-transformers' own). `max_tokens`: the token budget per batch of a Predictor made here (see
-    `PredictorSettings`). What duplicates and clustering embed with."""
+    sentence-transformers' own). What duplicates and clustering embed with."""
     from tqdm import tqdm
 
     if isinstance(texts, str):
         raise TypeError("texts: expected a list of texts, not one string")
     if isinstance(model, (str, Path)):
-        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size, max_tokens=max_tokens))
+        model = Predictor.from_pretrained(model, PredictorSettings(batch_size=batch_size))
     distinct = list(dict.fromkeys(texts))
     parts = []
     with tqdm(total=len(distinct), desc="embedding", unit="text", disable=not show_progress) as bar:

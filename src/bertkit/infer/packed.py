@@ -2,12 +2,12 @@
 
 `nn.Linear` hands each call to a BLAS that lays the weight out again every time. With a few tokens in a batch that
 is most of the cost: MiniLM-L6 at batch 1 spent 81 % of its forward in `addmm` (benchmarks/batch1.py, 2 threads),
-and oneDNN's linear on a weight packed beforehand is 2-3x faster with 10 rows and ~1.3x with 32-320 rows
-(MiniLM's and BERT-base's shapes, measured on this machine).
+and oneDNN's linear on a weight packed beforehand is 1.5-2.1x faster with 10 rows, 1.3-1.6x with 32 and 1.1-1.3x
+with 320 at MiniLM's shapes (`python benchmarks/batch1.py --kernels`).
 
 `pack_linears(model)` turns each `nn.Linear` into a `PackedLinear`: the same parameters under the same names (the
-state dict and `save_pretrained` are unchanged), plus the packed copy as a buffer that is not saved. Two products
-are fused as well, which saves ~40 us a layer each at MiniLM's batch-1 shape: attention's query, key and value in
+state dict and `save_pretrained` are unchanged), plus the packed copy, which is never saved. Two products
+are fused as well, which saves 20-35 us a layer each at MiniLM's batch-1 shape: attention's query, key and value in
 one product over their concatenated weights (`PackedSelfAttention`), and the feed-forward's exact gelu inside its
 first product (`PackedIntermediate`).
 
@@ -20,6 +20,7 @@ behind, and the next call on the fast path packs again. It costs the Linear weig
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -31,6 +32,7 @@ from bertkit.model import BertIntermediate, BertSelfAttention
 log = logging.getLogger("bertkit.packed")
 
 
+@functools.cache
 def available() -> bool:
     """oneDNN's packed linear is in this PyTorch build and gives F.linear's result on a small case."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):

@@ -61,8 +61,8 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 @contextmanager
 def evaluating(model):
-    """`model` in eval mode within, as it was after. Switching walks every module (0.8 ms for MiniLM, as much as
-    a tenth of a batch-1 call), so a model already in eval mode is left alone."""
+    """`model` in eval mode within, as it was after. Switching walks every module (0.5 ms for MiniLM, a tenth of a
+    batch-1 call; benchmarks/batch1.py --kernels), so a model already in eval mode is left alone."""
     was_training = getattr(model, "training", False)
     if was_training:
         model.eval()
@@ -216,7 +216,8 @@ class Predictor:
             end = min(start + cap, len(order))
             if budget:  # a batch ends before the row that would take it past the budget
                 end = start + 1
-                while end < len(order) and end - start < cap and (end - start + 1) * len(rows[order[end]][0]) <= budget:
+                while (end < len(order) and end - start < cap
+                       and (end - start + 1) * len(rows[order[end]][0]) <= budget):
                     end += 1
             yield order[start:end]
             start = end
