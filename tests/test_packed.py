@@ -66,8 +66,8 @@ def test_from_pretrained_packs_fp32_and_not_int8(tmp_path, minilm_dir):
     from bertkit import Tokenizer
 
     tiny().save_pretrained(tmp_path / "m", tokenizer=Tokenizer.from_pretrained(minilm_dir))
-    fp32 = Predictor.from_pretrained(tmp_path / "m")
-    int8 = Predictor.from_pretrained(tmp_path / "m", PredictorSettings(int8=True))
+    fp32 = Predictor.from_pretrained(tmp_path / "m", PredictorSettings(backend="torch"))
+    int8 = Predictor.from_pretrained(tmp_path / "m", PredictorSettings(backend="torch", int8=True))
     assert any(isinstance(m, PackedLinear) for m in fp32.model.modules())
     assert not any(isinstance(m, PackedLinear) for m in int8.model.modules())
     texts = ["a short one", "and a somewhat longer sentence than the first"]

@@ -79,3 +79,60 @@ def test_two_hundred_line_vocab_for_a_30522_row_embedding_is_refused(tmp_path, t
     (src / "vocab.txt").write_text("\n".join(lines + ["extra1", "extra2"]) + "\n", encoding="utf-8")
     with pytest.raises(TokenizerError, match=r"ids up to 30523 but the model's embedding has 30522 rows"):
         Predictor.from_pretrained(src)
+
+
+def test_auto_backend_runs_onnx_where_the_head_exports_and_says_why(tmp_path, tok, monkeypatch):
+    """The default (`backend="auto"`) is the fastest engine installed: ONNX Runtime for a head with an ONNX graph,
+    PyTorch for fill-mask, an int8 directory, or without onnxruntime; `describe()` says which and why, and the
+    answers are those of the PyTorch model."""
+    import importlib.util
+
+    from bertkit import BertForMaskedLM
+    from bertkit.infer.quantize import quantize_int8, save_int8
+
+    pytest.importorskip("onnxruntime")
+    tiny(BertForSequenceClassification, num_labels=3).save_pretrained(tmp_path / "clf", tokenizer=tok)
+    texts = ["a fine film", "좋은 영화", "a much longer sentence about films and music"]
+    auto = Predictor.from_pretrained(tmp_path / "clf")
+    torch_ = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="torch"))
+    assert auto.settings.backend == "onnx" and not isinstance(auto.model, torch.nn.Module)
+    assert auto.describe().startswith("onnx (ONNX Runtime") and "fp32; auto:" in auto.describe()
+    assert torch_.describe().startswith("torch (PyTorch") and "asked for" in torch_.describe()
+    for a, b in zip(auto.classify(texts), torch_.classify(texts)):
+        assert a["label"] == b["label"]
+        np.testing.assert_allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-5)
+    tiny(BertForMaskedLM).save_pretrained(tmp_path / "mlm", tokenizer=tok)
+    mlm = Predictor.from_pretrained(tmp_path / "mlm")
+    assert mlm.settings.backend == "torch" and "fill-mask has no ONNX graph" in mlm.describe()
+    save_int8(quantize_int8(tiny(BertForSequenceClassification)), tmp_path / "q", tokenizer=tok)
+    q = Predictor.from_pretrained(tmp_path / "q")
+    assert q.settings.backend == "torch" and "int8;" in q.describe() and "quantize" in q.describe()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    without = Predictor.from_pretrained(tmp_path / "clf")
+    assert without.settings.backend == "torch" and "onnxruntime not installed" in without.describe()
+    with pytest.raises(ValueError, match="backend 'tpu': choose one of auto, torch, onnx"):
+        Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="tpu"))
+
+
+def test_explain_and_task_model_embeddings_on_the_onnx_default(tmp_path, tok):
+    """Explanations (gradients) and a task model's sentence vectors (its encoder alone) cannot come from the ONNX
+    graph: the float PyTorch model of the same directory is read on first use, so the default backend loses
+    neither. An int8 directory has no float model to read: a clear error."""
+    from bertkit.infer.quantize import quantize_int8, save_int8
+
+    pytest.importorskip("onnxruntime")
+    tiny(BertForSequenceClassification, num_labels=2).save_pretrained(tmp_path / "clf", tokenizer=tok)
+    auto = Predictor.from_pretrained(tmp_path / "clf")
+    torch_ = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="torch"))
+    assert auto.settings.backend == "onnx" and auto.has_float_model()
+    text = "A gorgeous film. The plot drags."
+    got, want = auto.explain(text), torch_.explain(text)
+    assert got["label"] == want["label"] and [w["text"] for w in got["words"]] == [w["text"] for w in want["words"]]
+    np.testing.assert_allclose([w["score"] for w in got["words"]], [w["score"] for w in want["words"]], atol=1e-5)
+    np.testing.assert_allclose(auto.embed(["one", "two words"]), torch_.embed(["one", "two words"]), atol=1e-6)
+    save_int8(quantize_int8(tiny(BertForSequenceClassification)), tmp_path / "q", tokenizer=tok)
+    q = Predictor.from_pretrained(tmp_path / "q")
+    assert not q.has_float_model()
+    with pytest.raises(ValueError, match="needs the float PyTorch model"):
+        q.explain(text)

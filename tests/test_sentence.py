@@ -91,7 +91,7 @@ def test_predictor_from_pretrained_reads_modules_json(minilm_dir, tiny_dir, tmp_
     the model's own vectors: its pooling, Dense, Normalize and window, on both backends. (It used to mean-pool over
     512 tokens without normalising.)"""
     expected = st_model(minilm_dir).encode(TEXTS)
-    predictor = Predictor.from_pretrained(minilm_dir)
+    predictor = Predictor.from_pretrained(minilm_dir, PredictorSettings(backend="torch"))
     assert predictor.max_length == 256
     np.testing.assert_allclose(predictor.embed(TEXTS), expected, atol=TOL)
     onnx = Predictor.from_pretrained(minilm_dir, PredictorSettings(backend="onnx"))

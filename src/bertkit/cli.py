@@ -376,6 +376,9 @@ def run_evaluate(args) -> None:
     print(text)
 
 
+BACKEND_HELP = ("auto (default): ONNX Runtime where the model has an ONNX graph, exported once into the cache "
+                "($BERTKIT_CACHE, else ~/.cache/bertkit), else PyTorch; or torch / onnx by name. The choice is "
+                "printed when the model loads")
 PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8")
 
 
@@ -390,7 +393,7 @@ def add_predict(d) -> None:
     add_params(d, predict_file, ("pairs", "max_chars"), help={
         "pairs": "each line is text<TAB>text_pair (pair tasks)", "max_chars": MAX_CHARS_HELP.format(default=MAX_CHARS)})
     add_fields(d, PredictorSettings, PREDICT_FIELDS, keep_default=True, choices={"backend": list(BACKENDS)}, help={
-        "backend": "onnx: ONNX Runtime (exported once into the cache: $BERTKIT_CACHE, else ~/.cache/bertkit)",
+        "backend": BACKEND_HELP,
         "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)",
         "max_length": "tokens per window (default: the model's limit)",
         "batch_size": "inputs per model call at most (default %(default)s)",
@@ -540,7 +543,8 @@ SERVE_HELP = {"max_batch": "items per model call", "max_wait_ms": "how long a re
               "max_connections": "connections at once (beyond: 503)",
               "api_key": "require this key on everything but /healthz and the page (Authorization: Bearer KEY, "
                          "or X-API-Key); or BERTKIT_API_KEY",
-              "threads": "torch threads per process", "cache_size": "LRU cache entries per model (0: none)"}
+              "threads": "threads per process (PyTorch or ONNX Runtime)", "backend": BACKEND_HELP,
+              "cache_size": "LRU cache entries per model (0: none)"}
 SERVE_FIELDS = ("api_key", "max_items", "max_chars", "on_long_text", "max_tokens", "max_cluster_items",
                 "max_cluster_tokens", "request_timeout_s",
                 "stall_after_s", "header_timeout_s", "body_timeout_s", "max_connections")
@@ -615,7 +619,8 @@ def run_serve(args) -> None:
                                          "settings": dataclasses.asdict(settings)})
     app = app_from_env() if args.workers == 1 else None  # load here: a bad model fails before the port opens
     print(f"bertkit serve: http://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s); models: "
-          + ", ".join(f"{n} = {p} ({app.state.predictors[n].family})" if app else f"{n} = {p}"
+          + ", ".join(f"{n} = {p} ({app.state.predictors[n].family}, {app.state.predictors[n].describe()})"
+                      if app else f"{n} = {p}"
                       for n, p in models.items())
           + "".join(f"; index {n} = {p}" for n, p in indexes.items()), file=sys.stderr, flush=True)
     if app is not None:
@@ -698,7 +703,7 @@ def add_cluster(c) -> None:
         "assign_noise": "put each noise point in the cluster with the nearest centroid (cosine)",
         "keywords": "c-TF-IDF keywords per cluster (default %(default)s)",
         "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
-        "backend": "the Predictor's backend for encoding",
+        "backend": BACKEND_HELP,
         "int8": "dynamic int8 encoder (faster on CPU; the vectors drift a little, see RESULTS)",
         "seed": "PCA/UMAP random state"})
     c.add_argument("--plot", help="a PNG of the 2-D projection, coloured by cluster")
@@ -736,7 +741,7 @@ def add_duplicates(d) -> None:
                      f"--top-k is not given either)",
         "top_k": "keep each text's K most similar texts (with --threshold: those of them above it)",
         "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
-        "backend": "the Predictor's backend for encoding", "int8": "dynamic int8 Linear layers",
+        "backend": BACKEND_HELP, "int8": "dynamic int8 Linear layers",
         "threads": "torch / ONNX Runtime threads (0: the library's choice)"})
 
 
@@ -827,7 +832,7 @@ def add_embed(m) -> None:
         "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
         "chunk_size": f"texts read, embedded and committed at a time: a crash loses at most one chunk (default "
                       f"{CHUNK_SIZE}, or the interrupted run's with --resume)",
-        "backend": "torch, or onnx: ONNX Runtime (exported once into the cache)",
+        "backend": BACKEND_HELP,
         "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)", "threads": "torch / ONNX Runtime threads",
         "normalize": "L2-normalise the vectors (a model ending in Normalize is normalised anyway)",
         "resume": "continue an interrupted run in --output (same model, inputs and settings)",
@@ -899,6 +904,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser([verb] if verb in VERBS else []).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bertkit.predictor").setLevel(logging.INFO)  # which backend each model runs on, and why
     try:
         VERBS[args.verb][2](args)
     except (ValueError, TypeError, ImportError) as e:

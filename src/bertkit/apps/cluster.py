@@ -398,7 +398,7 @@ li {{margin: 2px 0}} .sw {{display: inline-block; width: 10px; height: 10px; mar
 
 # ---- the CLI job -------------------------------------------------------------------------------------------------
 def encode_texts(model: str | Path, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS,
-                 backend: str = "torch", int8: bool = False, threads: int = 0) -> np.ndarray:
+                 backend: str = "auto", int8: bool = False, threads: int = 0) -> np.ndarray:
     """Unit sentence vectors through the Predictor with these settings (`bertkit.apps.sentence.encode_texts`)."""
     from bertkit.apps.sentence import encode_texts as encode
     from bertkit.apps.embed import predictor_settings
@@ -423,7 +423,7 @@ def cluster_file(model: str | Path | None, input: str | Path, output: str | Path
                  by: str | None = None, labels: str | None = None, min_cluster_size: int = 15,
                  min_samples: int | None = 2, reduce: str = "pca", assign_noise: bool = False, keywords: int = 10,
                  plot: str | Path | None = None, html_path: str | Path | None = None, batch_size: int = BATCH_SIZE,
-                 max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, seed: int = 0,
+                 max_tokens: int = MAX_TOKENS, backend: str = "auto", int8: bool = False, seed: int = 0,
                  vectors: str | Path | None = None) -> dict:
     """`bertkit cluster`: read JSON lines, encode `text_field` with `model` (or read the rows of a `bertkit embed`
     `vectors` directory of the same file), cluster, write; a summary (with scores against the `labels` field,

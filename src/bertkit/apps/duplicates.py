@@ -333,7 +333,7 @@ def open_vectors_of(directory: str | Path, input: str | Path, text_field: str):
 
 def duplicates_file(model: str | Path | None, input: str | Path, output: str | Path, *, text_field: str = "text",
                     threshold: float | None = None, top_k: int | None = None, batch_size: int = BATCH_SIZE,
-                    max_tokens: int = MAX_TOKENS, backend: str = "torch", int8: bool = False, threads: int = 0,
+                    max_tokens: int = MAX_TOKENS, backend: str = "auto", int8: bool = False, threads: int = 0,
                     vectors: str | Path | None = None) -> tuple[int, int, int]:
     """`bertkit duplicates`: the pairs of `find_duplicates` over `input`'s texts, one JSON object a line
     `{"i", "j", "score", "exact"}` (i < j, 0-based positions in the input), exact repeats first, then near pairs

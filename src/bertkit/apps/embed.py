@@ -264,10 +264,7 @@ def predictor_settings(batch_size: int, max_tokens: int, backend: str, int8: boo
 def load_predictor(model_dir: str | Path, settings):
     from bertkit.infer.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(model_dir, settings)
-    if predictor.task_family.operation != "embed" and settings.backend != "torch":
-        raise InputError(f"{model_dir}: a task model embeds through its encoder on the torch backend only")
-    return predictor
+    return Predictor.from_pretrained(model_dir, settings)
 
 
 def embed_chunk(predictor, job: Job, k: int, normalize: bool) -> tuple[list, np.ndarray]:
@@ -302,7 +299,7 @@ def _changed(before: dict, now: dict) -> list[str]:
 def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
                  text_field: str = "text", id_field: str | None = None, dtype: str = "float32",
                  batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS, chunk_size: int | None = None,
-                 backend: str = "torch", int8: bool = False, threads: int = 0, normalize: bool = False,
+                 backend: str = "auto", int8: bool = False, threads: int = 0, normalize: bool = False,
                  resume: bool = False, overwrite: bool = False, runner=None, progress: bool | None = None) -> Vectors:
     """Embed every text of `inputs` with the model in `model_dir` into the vectors directory `output`, and open it.
 
@@ -341,7 +338,7 @@ def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: st
     meta = {"model": {"path": str(model_dir), "name": "/".join(model_dir.resolve().parts[-2:]),
                       "fingerprint": model_fingerprint(model_dir)},
             "dtype": dtype, "normalize": normalize,
-            "run": {"backend": backend, "int8": int8, "max_length": predictor.max_length},
+            "run": {"backend": predictor.settings.backend, "int8": int8, "max_length": predictor.max_length},
             "job": job.record()}
     if before is not None:
         changed = _changed(before, meta)

@@ -37,7 +37,7 @@ class ChunkEmbedder:
         self.predictor = load_predictor(model_dir, settings)
         self.job, self.normalize = job, normalize
         # float torch over batches of every length: without oneDNN, as in a local run (`batchio.without_onednn`)
-        self.no_onednn = settings.backend == "torch" and not settings.int8
+        self.no_onednn = self.predictor.settings.backend == "torch" and not self.predictor.settings.int8
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from bertkit.infer.batchio import without_onednn

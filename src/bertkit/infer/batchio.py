@@ -375,7 +375,7 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
     whole = family.reads_whole(pairs)
     n = 0
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
-            without_onednn(settings.backend == "torch" and not settings.int8), \
+            without_onednn(predictor.settings.backend == "torch" and not predictor.settings.int8), \
             tqdm(desc="predicting", unit="line", disable=not sys.stderr.isatty()) as bar:
         source = read_json_inputs(input, family.input_fields, max_chars, family.whole_text_reason) \
             if family.input_fields else read_inputs(input, pairs, max_chars)

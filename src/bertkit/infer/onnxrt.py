@@ -17,7 +17,7 @@ and `quantize_onnx` ONNX Runtime's dynamic int8 quantisation (MatMul weights int
 `$XDG_CACHE_HOME/bertkit`, else `~/.cache/bertkit`), in an entry keyed by a hash of what the export derives from.
 
 `OnnxModel` runs such a file and is called like a bertkit model, so the Predictor has one code path whatever the
-backend. onnx / onnxruntime are optional dependencies (`pip install bertkit[onnx]`).
+backend. onnx / onnxruntime are dependencies; where they cannot be installed, `backend="auto"` runs PyTorch.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _require_ort():
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install 'bertkit[onnx]'") from None
+        raise ImportError("the ONNX backend needs onnxruntime and onnx: pip install onnxruntime onnx") from None
     return onnxruntime
 
 
@@ -127,11 +127,24 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
 
     from onnx import TensorProto
 
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp, _quiet_root_logger():
         # DefaultTensorType: shape inference cannot type the outputs of ORT's fused (com.microsoft) operators
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
     return Path(dst)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantiser advises its pre-processing script on the root logger at every call (a warning that does not
+    apply: the graph is bertkit's own export); other loggers are untouched."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class OnnxModel:

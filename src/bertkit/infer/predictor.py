@@ -17,7 +17,11 @@ A model that `from_pretrained` loads in fp32 on the torch backend has its Linear
 (`infer/packed.py`; the state dict is unchanged): re-laying them out on every call was most of batch 1's time.
 
 Options (`PredictorSettings`), none of which is a second code path:
-- `backend="onnx"`: the encoder and head run in ONNX Runtime (`infer/onnxrt.py`) instead of PyTorch;
+- `backend`: `"auto"` (the default of `from_pretrained`) takes the fastest engine installed for the model: ONNX
+  Runtime (`infer/onnxrt.py`, the export cached outside the model's directory) where the head has an ONNX graph,
+  PyTorch otherwise (fill-mask, a `bertkit quantize` directory, no onnxruntime); `"torch"` or `"onnx"` by name.
+  `Predictor.describe()` says which ran and why; `explain` and the embeddings of a task model need gradients or
+  the encoder alone and read the float PyTorch model of the same directory, loaded on first use;
 - `int8=True`: dynamic int8 Linear layers (`infer/quantize.py`; with the ONNX backend, ONNX Runtime's own int8);
   a directory written by `bertkit quantize` is int8 whatever this says;
 - `max_tokens=N`: batches of at most N tokens (rows x the longest of the batch, padding included) as well as at
@@ -47,6 +51,7 @@ from bertkit.data.features import (QASettings, group_by_example, qa_decode, qa_f
                                    tag_features, windows)
 from bertkit.data.tasks import QAExample, TagExample
 from bertkit.heads import HEADS
+from bertkit.infer.quantize import INT8_KEY
 from bertkit.infer.sentence_head import read_layout, sentence_window
 from bertkit.metrics import chunks
 from bertkit.task_families import Family, family_of, inference_head
@@ -74,7 +79,28 @@ def evaluating(model):
 
 
 log = logging.getLogger("bertkit.predictor")
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def choose_backend(requested: str, head: type, config: BertConfig, quantized: bool = False) -> tuple[str, str]:
+    """(backend, why) for a model of class `head`: `requested` if it names one, else the fastest installed that can
+    run it: ONNX Runtime, 1.4-2.6x PyTorch's speed at batch 1 and level with it at batch 32 (benchmarks/peers.py,
+    MiniLM, 2 threads)."""
+    import importlib.util
+
+    if requested not in BACKENDS:
+        raise ValueError(f"backend '{requested}': choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested, "asked for"
+    if quantized:
+        return "torch", "auto: a `bertkit quantize` directory runs in PyTorch"
+    family = family_of(head, config)
+    if family is None or not family.onnx_outputs:
+        return "torch", f"auto: {family.name if family else head.__name__} has no ONNX graph"
+    missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return "torch", f"auto: {' and '.join(missing)} not installed"
+    return "onnx", "auto: the fastest engine installed"
 
 
 @dataclass
@@ -84,7 +110,7 @@ class PredictorSettings:
     max_length: int | None = None  # None: the model's longest input (`BertConfig.max_length`)
     threads: int = 0  # torch / ONNX Runtime threads; 0 leaves the library's choice
     qa: QASettings = field(default_factory=QASettings)
-    backend: str = "torch"  # torch | onnx
+    backend: str = "auto"  # auto (the fastest installed: onnx where the head exports, else torch) | torch | onnx
     int8: bool = False
     cache_size: int = 0  # rows kept in the LRU cache; 0: no cache
 
@@ -104,6 +130,14 @@ class Predictor:
         if self.settings.batch_size < 1 or self.settings.max_tokens < 0:
             raise ValueError(f"batch_size {self.settings.batch_size} / max_tokens {self.settings.max_tokens}: "
                              f"give at least 1 row per batch and a token budget of 0 (off) or more")
+        is_module = isinstance(model, torch.nn.Module)
+        if self.settings.backend == "auto":  # a model given as it is runs where it is
+            self.settings = replace(self.settings, backend="torch" if is_module else "onnx")
+        self.reason = "given"  # why this backend (`from_pretrained` says why it chose one)
+        # the directory a float PyTorch model can be read from when one is needed (`float_model`)
+        self.source: Path | None = None
+        self._float: torch.nn.Module | None = model if is_module and INT8_KEY not in self.config.extra else None
+        self._encoder: Predictor | None = None  # a task model's encoder, for `embed`
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self._cache: OrderedDict = OrderedDict()
@@ -124,8 +158,6 @@ class Predictor:
         from bertkit.infer.quantize import int8_dir, load_int8, quantize_int8
 
         settings = settings or PredictorSettings()
-        if settings.backend not in BACKENDS:
-            raise ValueError(f"backend '{settings.backend}': choose one of {', '.join(BACKENDS)}")
         layout = read_layout(path)
         directory = layout.encoder_dir if layout is not None else Path(path)
         config = BertConfig.from_json_file(directory / "config.json")
@@ -141,12 +173,15 @@ class Predictor:
         if layout is not None and settings.max_length is None:
             window = sentence_window(layout.max_seq_length, tokenizer.model_max_length, config.max_length)
             settings = replace(settings, max_length=window)
-        if int8_dir(directory):
-            if settings.backend != "torch":
+        quantized = int8_dir(directory)
+        backend, reason = choose_backend(settings.backend, head, config, quantized)
+        settings = replace(settings, backend=backend)
+        if quantized:
+            if backend != "torch":
                 raise ValueError(f"{directory}: an int8 directory runs on the torch backend; for ONNX Runtime "
                                  f"int8 give the float model with int8=True")
             model = load_int8(directory)
-        elif settings.backend == "onnx":
+        elif backend == "onnx":
             from bertkit.infer.onnxrt import OnnxModel, onnx_file
 
             file = onnx_file(directory, head, int8=settings.int8)
@@ -155,9 +190,44 @@ class Predictor:
             model = head.from_pretrained(directory).eval()
             model = quantize_int8(model, inplace=True) if settings.int8 else pack_linears(model)
         predictor = cls(model, tokenizer, settings)
+        predictor.reason = reason
+        predictor.source = None if quantized else directory
         if layout is not None:
             predictor.pooling, predictor.lowercase = layout.head, layout.do_lower_case
+        log.info("%s: %s", directory, predictor.describe())
         return predictor
+
+    def engine(self) -> str:
+        """The engine and precision that run this model, e.g. 'ONNX Runtime 1.32.0, int8'."""
+        if self.settings.backend == "onnx":
+            import onnxruntime
+
+            engine = f"ONNX Runtime {onnxruntime.__version__}"
+        else:
+            engine = f"PyTorch {torch.__version__.split('+')[0]}"
+        return f"{engine}, {'int8' if self.settings.int8 or INT8_KEY in self.config.extra else 'fp32'}"
+
+    def describe(self) -> str:
+        """Which backend runs this model, on what, and why: what `predict`, `serve` and the jobs print."""
+        return f"{self.settings.backend} ({self.engine()}; {self.reason})"
+
+    def has_float_model(self) -> bool:
+        return self._float is not None or self.source is not None
+
+    def float_model(self) -> torch.nn.Module:
+        """The float PyTorch model of this predictor: its own model, or the one in the directory it was loaded
+        from (read once, on first use) when it runs in ONNX Runtime or in int8. Explanations need its gradients,
+        and the embeddings of a task model its encoder alone."""
+        if self._float is None:
+            if self.source is None:
+                raise ValueError("this needs the float PyTorch model, and this predictor has none (an int8 "
+                                 "directory, or a model given without its directory)")
+            from bertkit.heads import HEADS
+
+            name = inference_head(self.config.family.internal_class(
+                (self.config.architectures or ["BertModel"])[0]) or "BertModel")
+            self._float = HEADS[name].from_pretrained(self.source).eval()
+        return self._float
 
     def cache_info(self) -> dict[str, int]:
         return {"hits": self.cache_hits, "misses": self.cache_misses, "size": len(self._cache),
@@ -272,9 +342,7 @@ class Predictor:
 
         if not self.task_family.explains:
             raise ValueError(f"this model does {self.family}; explanations are for classification")
-        if not isinstance(self.model, torch.nn.Module) or not any(p.is_floating_point()
-                                                                  for p in self.model.parameters()):
-            raise ValueError("explanations need the float PyTorch model (no ONNX, no int8)")
+        model = self.float_model()
         enc = self.tok.encode(text, max_length=self.max_length)
         ids = torch.tensor([enc.ids])
         captured = {}
@@ -283,17 +351,17 @@ class Predictor:
             out.retain_grad()
             captured["emb"] = out
 
-        hook = self.model.bert.embeddings.word_embeddings.register_forward_hook(keep)
+        hook = model.bert.embeddings.word_embeddings.register_forward_hook(keep)
         try:
-            with evaluating(self.model), torch.enable_grad():
-                logits = self.model(ids, torch.ones_like(ids), torch.tensor([enc.type_ids])).logits[0]
+            with evaluating(model), torch.enable_grad():
+                logits = model(ids, torch.ones_like(ids), torch.tensor([enc.type_ids])).logits[0]
                 names = [self.config.id2label.get(i, f"LABEL_{i}") if self.config.id2label else f"LABEL_{i}"
                          for i in range(self.config.num_labels)]
                 target = names.index(label) if label is not None else int(logits.argmax())
                 logits[target].backward()
         finally:
             hook.remove()
-            self.model.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
         emb = captured["emb"]
         # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
         scores = (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
@@ -430,7 +498,7 @@ class Predictor:
             if not encs:
                 return np.zeros((0, getattr(pooling, "output_dim", self.config.hidden_size)), dtype=np.float32)
             return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, kind))
-        if not isinstance(self.model, torch.nn.Module):
-            raise ValueError("embeddings of a task model need the torch backend (its ONNX graph ends at the head)")
-        encoder = Predictor(self.model.bert, self.tok, self.settings)
-        return encoder.embed(texts, normalize, pooling)
+        if self._encoder is None:  # the task model's encoder, float or int8 as the predictor is
+            model = self.model if isinstance(self.model, torch.nn.Module) else self.float_model()
+            self._encoder = Predictor(model.bert, self.tok, replace(self.settings, backend="torch", cache_size=0))
+        return self._encoder.embed(texts, normalize, pooling)

@@ -662,7 +662,7 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
 
 # ---- processes ---------------------------------------------------------------------------------------------------
-def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "torch", int8: bool = False,
+def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "auto", int8: bool = False,
                     cache_size: int = 0) -> dict[str, Predictor]:
     from bertkit.infer.predictor import PredictorSettings
 

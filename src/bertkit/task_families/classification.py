@@ -81,9 +81,7 @@ class Classification(Family):
                 "label and probabilities (or a score) for each text or pair")
 
     def explainable(self, predictor) -> bool:
-        import torch
-
-        return self.explains and isinstance(predictor.model, torch.nn.Module)
+        return self.explains and predictor.has_float_model()
 
     def parse(self, endpoint, body, settings, predictor) -> Call:
         if endpoint != "classify":
@@ -100,7 +98,7 @@ class Classification(Family):
         if not isinstance(explain, bool):
             raise BadRequest(400, "explain: expected true or false")
         if explain and not self.explainable(predictor):
-            raise BadRequest(400, "explain: needs a classification model on the float torch backend")
+            raise BadRequest(400, "explain: needs the float PyTorch model (this one is an int8 directory)")
         return texts_call("explain" if explain else "classify", texts, cut)
 
     def cost(self, predictor, op, pieces, name):

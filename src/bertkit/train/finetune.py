@@ -323,8 +323,9 @@ def evaluate_model(model_dir: str | Path, task: str, eval_file: str | Path, spli
         if info.group is None:
             raise ValueError(f"task '{task}' has a training split; split_eval is for dev-only datasets")
         _, examples = split_by_group(examples, info.group, split_eval, seed)
+    # PyTorch by name: the model as trained, and one pass does not repay an export into the cache
     predictor = Predictor.from_pretrained(model_dir, PredictorSettings(batch_size=64, max_length=max_length,
-                                                                       qa=qa or QASettings()))
+                                                                       qa=qa or QASettings(), backend="torch"))
     if predictor.task_family is not family:
         raise ValueError(f"{model_dir}: a {predictor.family} model cannot be evaluated on {task} ({family.name})")
     config = predictor.config
