@@ -245,8 +245,9 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     first, second, gold = sts_dev()
-    if args.quick:
-        first, second, gold = first[:64], second[:64], gold[:64]
+    if args.quick or base:  # random weights: the agreement with fp32 on 200 pairs says enough
+        n = 64 if args.quick else 200
+        first, second, gold = first[:n], second[:n], gold[:n]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         directory = packaged_model_dir() if not base else model_dir("base", work)

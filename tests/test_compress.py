@@ -199,6 +199,34 @@ def test_int8_save_load_and_errors(tmp_path, tok):
         load_int8(tmp_path / "q")
 
 
+def test_int8_directory_loads_without_a_float_model_and_keeps_ties(tmp_path, tok, monkeypatch):
+    """load_int8 builds the model's skeleton on the meta device and takes every tensor from the file: no float
+    Linear weight is ever made (peak memory is the file's, not the float model's), and a decoder tied to the word
+    embeddings stays tied. The engine is measured for the model's shape unless named."""
+    from bertkit.heads import BertForMaskedLM
+    from bertkit.infer.quantize import fastest_engine, int8_engine, load_int8, quantize_int8, save_int8
+
+    model = tiny(BertForMaskedLM, layers=2)
+    q = quantize_int8(model)
+    save_int8(q, tmp_path / "q", tokenizer=tok)
+    made = []
+    real = torch.nn.Linear.reset_parameters
+    monkeypatch.setattr(torch.nn.Linear, "reset_parameters",
+                        lambda self: (made.append(self.weight.device.type), real(self))[1])
+    again = load_int8(tmp_path / "q")
+    assert made and set(made) == {"meta"}  # every Linear was made without storage
+    assert again.cls.predictions.decoder.weight is again.bert.embeddings.word_embeddings.weight
+    ids = torch.randint(5, 1000, (2, 9))
+    with torch.inference_mode():
+        assert torch.equal(q(ids).logits, again(ids).logits)
+    engines = tuple(e for e in ("onednn", "fbgemm") if e in torch.backends.quantized.supported_engines)
+    shape = (model.config.hidden_size, model.config.intermediate_size)
+    assert int8_engine(None, shape) in engines and int8_engine("fbgemm" if "fbgemm" in engines else engines[0],
+                                                               shape) in engines
+    if len(engines) > 1:  # measured once per shape and thread count
+        assert int8_engine(None, shape) == fastest_engine(*shape, torch.get_num_threads(), engines)
+
+
 def test_int8_engines_agree_and_keep_their_packing(tmp_path, tok):
     """oneDNN and fbgemm pack the same int8 weights and round the same way: logits agree to int8 noise, whichever
     engine is global when the model runs, and a saved model loads for either."""

@@ -205,7 +205,10 @@ class Predictor:
             engine = f"ONNX Runtime {onnxruntime.__version__}"
         else:
             engine = f"PyTorch {torch.__version__.split('+')[0]}"
-        return f"{engine}, {'int8' if self.settings.int8 or INT8_KEY in self.config.extra else 'fp32'}"
+        if not (self.settings.int8 or INT8_KEY in self.config.extra):
+            return f"{engine}, fp32"
+        kernels = getattr(self.model, "int8_engine", None)  # PyTorch's: oneDNN's or fbgemm's, measured at load
+        return f"{engine}, int8" + (f" ({kernels} kernels)" if kernels else "")
 
     def describe(self) -> str:
         """Which backend runs this model, on what, and why: what `predict`, `serve` and the jobs print."""

@@ -14,6 +14,7 @@ float model gives a clear error instead of garbage; `transformers` cannot load i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -94,17 +95,53 @@ def quantizable(model: nn.Module) -> list[str]:
             and (".encoder." in f".{name}" or ".pooler." in f".{name}")]
 
 
-def int8_engine(engine: str | None = None) -> str:
-    """The kernels that pack and run the int8 products: oneDNN's where this PyTorch has them, else fbgemm's.
-    On this AVX2 machine oneDNN rounds the same way, is level with fbgemm at batch 1 and 1.5x faster at batch 32
-    (`benchmarks/ladder.py` has a row for each; benchmarks/RESULTS.md)."""
+def int8_engine(engine: str | None = None, shape: tuple[int, int] | None = None) -> str:
+    """The kernels that pack and run the int8 products: `engine` if named; else, for a model whose feed-forward
+    is `shape` (hidden, intermediate), whichever of oneDNN's and fbgemm's runs that product faster on this machine
+    at this thread count (`fastest_engine`: a ~20 ms measurement at load, cached). Neither wins everywhere: on MiniLM
+    at 2 threads fbgemm was 1.5x faster at batch 1 and 1.1x at batch 32 (benchmarks/RESULTS.md, issue 16), while
+    oneDNN was 1.5x faster at batch 32 for the 6 x 768 student at one thread (the ladder). Without a shape: oneDNN's
+    where this PyTorch has them, else fbgemm's."""
     supported = torch.backends.quantized.supported_engines
     if engine is not None:
         if engine not in supported:
             have = ", ".join(e for e in supported if e != "none")
             raise ValueError(f"int8 engine '{engine}': this PyTorch has {have}")
         return engine
+    candidates = tuple(e for e in ("onednn", "fbgemm") if e in supported)
+    if shape is not None and len(candidates) > 1:
+        return fastest_engine(*shape, torch.get_num_threads(), candidates)
     return next((e for e in ("onednn", "fbgemm", "x86", "qnnpack") if e in supported), "none")
+
+
+@functools.lru_cache(maxsize=None)
+def fastest_engine(k: int, n: int, threads: int, candidates: tuple[str, ...]) -> str:
+    """Of `candidates`, the engine whose dynamic int8 product (rows, k) x (k, n) is fastest here, at a batch-1
+    row count (16) and a batch-32 one (320) together: each engine's best of 5 at each, relative to the faster
+    engine's, summed over the two (ties go to the first candidate)."""
+    import time
+
+    with warnings.catch_warnings():  # the quantized-tensor creation functions warn of their deprecation
+        warnings.simplefilter("ignore")
+        weight = torch.quantize_per_channel(torch.randn(n, k), torch.full((n,), 0.02, dtype=torch.double),
+                                            torch.zeros(n, dtype=torch.long), 0, torch.qint8)
+    inputs = [torch.randn(rows, k) for rows in (16, 320)]
+    best: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for engine in candidates:
+            with packing_engine(engine):
+                packed = torch.ops.quantized.linear_prepack(weight, None)
+            best[engine] = []
+            for x in inputs:
+                times = []
+                for _ in range(7):  # the first two warm the kernel's caches up
+                    start = time.perf_counter()
+                    torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False)
+                    times.append(time.perf_counter() - start)
+                best[engine].append(min(times[2:]))
+    score = {e: sum(t / min(best[c][i] for c in candidates) for i, t in enumerate(times))
+             for e, times in best.items()}
+    return min(candidates, key=lambda e: score[e])
 
 
 @contextlib.contextmanager
@@ -120,16 +157,18 @@ def packing_engine(engine: str):
 
 
 def quantize_int8(model: nn.Module, engine: str | None = None, inplace: bool = False) -> nn.Module:
-    """A copy of `model` (eval mode) with int8 encoder Linear layers, packed for `int8_engine(engine)`;
+    """A copy of `model` (eval mode) with int8 encoder Linear layers, packed for `int8_engine(engine, its shape)`;
     `inplace=True` converts `model` itself, without the transient fp32 copy (for callers that drop the original)."""
     _, qconfig, quantize_dynamic = _quantized_api()
     names = quantizable(model)
     if not names:
         raise ValueError(f"{type(model).__name__}: no encoder Linear layers to quantise")
-    with packing_engine(int8_engine(engine)):
+    shape = (model.config.hidden_size, model.config.intermediate_size)
+    with packing_engine(int8_engine(engine, shape)):
         q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=inplace,
                              mapping={nn.Linear: _int8_linear_class()})
     q.config.extra[INT8_KEY] = {"method": "dynamic int8, per-channel weights", "modules": names}
+    q.int8_engine = int8_engine(engine, shape)  # which kernels run it (`Predictor.engine()` says)
     return q.eval()
 
 
@@ -183,33 +222,52 @@ def load_int8(path: str | Path, engine: str | None = None) -> nn.Module:
         state = load_file(str(file))
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
         raise CheckpointError(f"{file}: cannot read int8 weights ({e})") from None
-    engine = int8_engine(engine)
-    model = quantize_int8(cls(config), engine, inplace=True)
+    engine = int8_engine(engine, (config.hidden_size, config.intermediate_size))
+    # The model's skeleton on the meta device: no float weights are made (or initialised) only to be replaced, so
+    # loading peaks at the file's size, not at the float model's.
+    with torch.device("meta"):
+        model = cls(config)
     modules = dict(model.named_modules())
     for name in spec["modules"]:
         m = modules.get(name)
-        if not isinstance(m, DynamicLinear) or f"{name}.weight" not in state:
+        if not isinstance(m, nn.Linear) or f"{name}.weight" not in state:
             raise CheckpointError(f"{file}: quantised layer '{name}' is missing or is not a Linear of this model")
-        w, scale = state.pop(f"{name}.weight"), state.pop(f"{name}.weight_scale")
-        if w.dtype != torch.int8 or tuple(w.shape) != (m.out_features, m.in_features):
+        w, scale = state.pop(f"{name}.weight"), state.pop(f"{name}.weight_scale", None)
+        if w.dtype != torch.int8 or tuple(w.shape) != (m.out_features, m.in_features) or scale is None \
+                or tuple(scale.shape) != (m.out_features,):
             raise CheckpointError(f"{file}: '{name}.weight' is {w.dtype} {tuple(w.shape)}, expected int8 "
-                                  f"({m.out_features}, {m.in_features})")
+                                  f"({m.out_features}, {m.in_features}) with one weight_scale per row")
         qw = torch._make_per_channel_quantized_tensor(w, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
         with packing_engine(engine):
-            m.set_weight_bias(qw, None)
-        m.bias_fp32 = state.pop(f"{name}.bias", None)
-    # The rest, tensor by tensor (the quantised modules' own state-dict hooks want keys this format does not use).
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    missing = sorted(set(tensors) - set(state) - set(TIED))
-    unexpected = sorted(set(state) - set(tensors))
-    if missing or unexpected:
-        raise CheckpointError(f"{file}: missing {missing[:5]} / unexpected {unexpected[:5]} tensors")
-    with torch.no_grad():
-        for key, value in state.items():
-            if tensors[key].shape != value.shape:
-                raise CheckpointError(f"{file}: '{key}' has shape {tuple(value.shape)}, the config implies "
-                                      f"{tuple(tensors[key].shape)}")
-            tensors[key].copy_(value)
+            q = DynamicLinear(m.in_features, m.out_features, bias_=False, dtype=torch.qint8)
+            q.set_weight_bias(qw, None)
+        q.bias_fp32 = state.pop(f"{name}.bias", None)
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, q)
+    # The rest, from the file's tensors themselves; a parameter shared by two modules (a decoder tied to the word
+    # embeddings) stays one parameter.
+    made: dict[int, nn.Parameter] = {}
+    missing = []
+    for owner, module in model.named_modules():
+        for pname, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            key = f"{owner}.{pname}" if owner else pname
+            if id(p) not in made:
+                value = state.pop(key, None)
+                if value is None:
+                    missing.append(key)
+                    continue
+                if tuple(value.shape) != tuple(p.shape):
+                    raise CheckpointError(f"{file}: '{key}' has shape {tuple(value.shape)}, the config implies "
+                                          f"{tuple(p.shape)}")
+                made[id(p)] = nn.Parameter(value.to(p.dtype), requires_grad=False)
+            module._parameters[pname] = made[id(p)]
+    missing = [k for k in missing if k not in TIED]
+    if missing or state:
+        raise CheckpointError(f"{file}: missing {missing[:5]} / unexpected {sorted(state)[:5]} tensors")
+    model.config.extra[INT8_KEY] = spec
+    model.int8_engine = engine
     return model.eval()
 
 

@@ -1,0 +1,83 @@
+"""Peak resident memory of a model loaded for inference, each path in a fresh process: the interpreter with bertkit
+imported (the floor every row shares), then the model loaded by `Predictor.from_pretrained` on each backend and
+precision and used on real sentences (SST-2 dev, one at a time and in batches of 32).
+
+    python benchmarks/memory.py --model runs/demo/teacher --model runs/demo/student
+
+Rows per model: PyTorch fp32 (packed weights), PyTorch int8 from the float directory (`--int8`), PyTorch int8 from a
+`bertkit quantize` directory (written to a temporary directory first), ONNX Runtime fp32 (the default) and int8.
+The ONNX exports are made in a warm-up process first, so no row pays for exporting. Peak = `ru_maxrss` of the
+child at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+CHILD = r"""
+import gzip, json, resource, sys
+sys.path.insert(0, {src!r})
+from bertkit.infer.predictor import Predictor, PredictorSettings
+floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+path, backend, int8 = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+if backend != "none":
+    with gzip.open({data!r}, "rt", encoding="utf-8") as f:
+        texts = [line.split("\t")[0] for line in f.read().splitlines()[1:201]]
+    p = Predictor.from_pretrained(path, PredictorSettings(backend=backend, int8=int8, threads=2))
+    for t in texts[:100]:
+        p.classify([t])
+    p.classify(texts)
+    what = p.describe()
+else:
+    what = "bertkit imported, no model"
+print(json.dumps({{"floor_mb": floor, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "what": what}}))
+"""
+
+
+def child(path: str, backend: str, int8: bool) -> dict:
+    code = CHILD.format(src=str(ROOT / "src"), data=str(DATA / "glue" / "SST-2" / "dev.tsv.gz"))
+    out = subprocess.run([sys.executable, "-c", code, path, backend, "1" if int8 else "0"], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="a classification model directory")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from bertkit.cli import main as cli
+
+    report = {"floor": child(args.model[0], "none", False)}
+    print(f"interpreter + bertkit imported: {report['floor']['peak_mb']:.0f} MB")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.model:
+            quantized = Path(tmp) / (Path(model).name + "-int8")
+            cli(["quantize", "--model", model, "--out", str(quantized)])
+            child(model, "onnx", False), child(model, "onnx", True)  # the exports, outside the measured runs
+            rows = {"torch fp32": (model, "torch", False), "torch int8 (--int8)": (model, "torch", True),
+                    "torch int8 (quantize directory)": (str(quantized), "torch", False),
+                    "onnx fp32 (the default)": (model, "onnx", False), "onnx int8": (model, "onnx", True)}
+            report[model] = {}
+            for name, spec in rows.items():
+                r = child(*spec)
+                report[model][name] = r
+                print(f"  {model}: {name:34s} peak {r['peak_mb']:6.0f} MB  ({r['what']})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
