@@ -8,11 +8,15 @@ and the same real sentences, in one process, interleaved, medians.
 
 Rows (milliseconds per sentence at batch 1, p50 / p90):
 - `predictor torch` / `predictor onnx`: `Predictor.embed([text])` end to end (tokenise, collate, model, pool);
+- `predictor torch int8` / `predictor onnx int8`: the same with `int8=True` (PyTorch's kernels as measured at load);
 - `forward torch` / `forward onnx`: the model call alone on tensors collated beforehand, so the difference between
   the two rows of a backend is the Predictor's own overhead, and between the backends the engines';
 - `forward torch, no checks`: the encoder without `_check_inputs` (the host syncs of the id range checks);
 - `forward torch, nn.Linear`: the same model with plain `nn.Linear` layers instead of the weights packed for oneDNN
   at load (`bertkit.infer.packed`), i.e. the path before packing.
+Then batch 32: the four `predictor` paths embedding `--batch32` sentences in batches of 32 (sentences per second),
+interleaved the same way. Only bertkit's runtimes are in this process (benchmarks/peers.py loads the others too,
+whose thread pools slow PyTorch's rows there).
 `--kernels` times the pieces in isolation instead (microseconds per call, random inputs of the model's shapes, 10,
 32 and 320 rows): `F.linear` against oneDNN's linear on a packed weight for each product of a layer; query, key and
 value as three packed products against one over the concatenated weights; the feed-forward's product then gelu
@@ -31,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -124,6 +129,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sentences", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch32", type=int, default=640, help="sentences embedded in batches of 32 (0: skip)")
     ap.add_argument("--profile", type=int, default=0, help="forward calls to profile (0: none)")
     ap.add_argument("--kernels", action="store_true", help="time the products alone instead (see above)")
     ap.add_argument("--json", type=Path)
@@ -132,7 +138,7 @@ def main() -> None:
     texts = sentences(args.sentences)
     with tempfile.TemporaryDirectory() as work:
         directory = model_dir(args.shape, Path(work))
-        settings = PredictorSettings(threads=args.threads, batch_size=1)
+        settings = PredictorSettings(threads=args.threads, batch_size=32, backend="torch")
         if args.kernels:
             from bertkit.model import BertModel
 
@@ -142,8 +148,9 @@ def main() -> None:
                 args.json.write_text(json.dumps(report, indent=2))
             return
         ours = Predictor.from_pretrained(directory, settings)
-        onnx = Predictor.from_pretrained(directory, PredictorSettings(threads=args.threads, batch_size=1,
-                                                                      backend="onnx"))
+        onnx = Predictor.from_pretrained(directory, replace(settings, backend="onnx"))
+        torch8 = Predictor.from_pretrained(directory, replace(settings, int8=True))
+        onnx8 = Predictor.from_pretrained(directory, replace(settings, backend="onnx", int8=True))
         plain = type(ours.model).from_pretrained(directory).eval()
         batches = [ours.tok.collate([e.ids], [e.type_ids]) for e in ours.tok.encode_batch(texts, max_length=256)]
 
@@ -159,6 +166,8 @@ def main() -> None:
 
         runs = {"predictor torch": (lambda t: ours.embed([t]), texts),
                 "predictor onnx": (lambda t: onnx.embed([t]), texts),
+                "predictor torch int8": (lambda t: torch8.embed([t]), texts),
+                "predictor onnx int8": (lambda t: onnx8.embed([t]), texts),
                 "forward torch": (forward(ours.model), batches),
                 "forward torch, no checks": (unchecked, batches),
                 "forward torch, nn.Linear": (forward(plain), batches),
@@ -170,6 +179,20 @@ def main() -> None:
             for _ in range(args.repeats):  # interleaved: each repeat runs every path once over the sentences
                 for name, (fn, inputs) in runs.items():
                     times[name] += timed(fn, inputs)
+        print(f"int8 on PyTorch: {torch8.engine()}")
+        rates: dict[str, list[float]] = {}
+        if args.batch32:
+            many = sentences(args.batch32)
+            paths = {"predictor torch": ours, "predictor onnx": onnx, "predictor torch int8": torch8,
+                     "predictor onnx int8": onnx8}
+            rates = {name: [] for name in paths}
+            with torch.inference_mode():
+                for _ in range(args.repeats):
+                    for name, p in paths.items():
+                        time.sleep(0.2)
+                        start = time.perf_counter()
+                        p.embed(many)
+                        rates[name].append(len(many) / (time.perf_counter() - start))
         mean_tokens = statistics.mean(b["input_ids"].shape[1] for b in batches)
         print(f"{args.shape}, {args.threads} threads, {len(texts)} STS-B dev sentences ({mean_tokens:.1f} tokens "
               f"on average) x {args.repeats}; torch {torch.__version__}")
@@ -178,7 +201,10 @@ def main() -> None:
         for name, t in times.items():
             p50, p90 = statistics.median(t), statistics.quantiles(t, n=10)[-1]
             report["rows"][name] = {"p50_ms": round(p50, 3), "p90_ms": round(p90, 3)}
-            print(f"  {name:26s} p50 {p50:7.3f} ms  p90 {p90:7.3f} ms  ({p50 / onnx_p50:.2f}x forward onnx)")
+            rate = f"  batch 32: {statistics.median(rates[name]):6.0f}/s" if name in rates else ""
+            if name in rates:
+                report["rows"][name]["batch32_per_s"] = round(statistics.median(rates[name]), 1)
+            print(f"  {name:26s} p50 {p50:7.3f} ms  p90 {p90:7.3f} ms  ({p50 / onnx_p50:.2f}x forward onnx){rate}")
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 

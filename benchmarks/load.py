@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="bertkit processes (--workers 2 --threads 1: one thread per core, the CPU serving rule)")
     ap.add_argument("--repeats", type=int, default=3, help="normal-phase runs per server, alternating")
+    ap.add_argument("--backend", default="auto", help="bertkit serve's --backend")
     ap.add_argument("--infinity", default=str(ROOT / ".venv-infinity" / "bin" / "infinity_emb"),
                     help="infinity-emb's command (skipped when absent)")
     ap.add_argument("--peer-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # internal: run the peer
@@ -164,7 +165,8 @@ def main() -> None:
         health = "/healthz"
         if name == bk:
             proc = start([sys.executable, "-m", "bertkit.cli", "serve", "--model", f"m={args.model}", "--port",
-                          str(port), "--threads", str(args.threads), "--workers", str(args.workers),
+                          str(port), "--threads", str(args.threads), "--workers", str(args.workers), "--backend",
+                          args.backend,
                           "--max-batch", "32", "--max-wait-ms", "5", *(["--max-queue", str(queue)] if queue else [])])
         elif name == infinity:  # its batching as it ships (batches of up to 32), the same threads in all
             threads = str(args.threads * args.workers)

@@ -181,12 +181,21 @@ class Predictor:
                 raise ValueError(f"{directory}: an int8 directory runs on the torch backend; for ONNX Runtime "
                                  f"int8 give the float model with int8=True")
             model = load_int8(directory)
-        elif backend == "onnx":
-            from bertkit.infer.onnxrt import OnnxModel, onnx_file
-
-            file = onnx_file(directory, head, int8=settings.int8)
-            model = OnnxModel(file, config, head, threads=settings.threads)
         else:
+            model = None
+            if backend == "onnx":
+                from bertkit.infer.onnxrt import OnnxModel, onnx_file
+                from bertkit.io import OutputError
+
+                try:
+                    file = onnx_file(directory, head, int8=settings.int8)
+                    model = OnnxModel(file, config, head, threads=settings.threads)
+                except OutputError as e:  # no writable cache: asked for by name, an error; chosen, PyTorch instead
+                    if reason == "asked for":
+                        raise
+                    log.warning("%s: running PyTorch instead", e)
+                    settings, reason = replace(settings, backend="torch"), f"auto: no ONNX export ({e})"
+        if model is None:
             model = head.from_pretrained(directory).eval()
             model = quantize_int8(model, inplace=True) if settings.int8 else pack_linears(model)
         predictor = cls(model, tokenizer, settings)
@@ -284,13 +293,20 @@ class Predictor:
         """Consecutive runs of `order` (row indices, shortest first): at most `batch_size` rows and, with
         `max_tokens`, at most that many tokens padded (a row longer than the budget goes alone)."""
         cap, budget = self.settings.batch_size, self.settings.max_tokens
+        # ONNX Runtime computes every padded position (PyTorch skips them): a batch there also ends before the row
+        # that would make more than a third of it padding, once it has a few rows
+        padded = self.settings.backend == "onnx"
         start = 0
         while start < len(order):
             end = min(start + cap, len(order))
-            if budget:  # a batch ends before the row that would take it past the budget
-                end = start + 1
-                while (end < len(order) and end - start < cap
-                       and (end - start + 1) * len(rows[order[end]][0]) <= budget):
+            if budget or padded:  # a batch ends before the row that would take it past the budget
+                end, real = start + 1, len(rows[order[start]][0])
+                while end < len(order) and end - start < cap:
+                    n, longest = end - start + 1, len(rows[order[end]][0])
+                    if (budget and n * longest > budget) or (padded and n > 4 and 2 * n * longest > 3 * (
+                            real + longest)):
+                        break
+                    real += longest
                     end += 1
             yield order[start:end]
             start = end

@@ -97,18 +97,18 @@ def quantizable(model: nn.Module) -> list[str]:
 
 def int8_engine(engine: str | None = None, shape: tuple[int, int] | None = None) -> str:
     """The kernels that pack and run the int8 products: `engine` if named; else, for a model whose feed-forward
-    is `shape` (hidden, intermediate), whichever of oneDNN's and fbgemm's runs that product faster on this machine
-    at this thread count (`fastest_engine`: a ~20 ms measurement at load, cached). Neither wins everywhere: on MiniLM
-    at 2 threads fbgemm was 1.5x faster at batch 1 and 1.1x at batch 32 (benchmarks/RESULTS.md, issue 16), while
-    oneDNN was 1.5x faster at batch 32 for the 6 x 768 student at one thread (the ladder). Without a shape: oneDNN's
-    where this PyTorch has them, else fbgemm's."""
+    is `shape` (hidden, intermediate), fbgemm's unless oneDNN's run that product clearly faster on this machine at
+    this thread count (`fastest_engine`: a ~30 ms measurement at load, cached). Both round the same way; which is
+    faster depends on the shape, the threads and the CPU (in the ladder oneDNN was 1.5x faster at batch 32 for a
+    6 x 768 student at one thread; `benchmarks/batch1.py` prints which ran beside its int8 rows). Without a shape:
+    oneDNN's where this PyTorch has them, else fbgemm's."""
     supported = torch.backends.quantized.supported_engines
     if engine is not None:
         if engine not in supported:
             have = ", ".join(e for e in supported if e != "none")
             raise ValueError(f"int8 engine '{engine}': this PyTorch has {have}")
         return engine
-    candidates = tuple(e for e in ("onednn", "fbgemm") if e in supported)
+    candidates = tuple(e for e in ("fbgemm", "onednn") if e in supported)
     if shape is not None and len(candidates) > 1:
         return fastest_engine(*shape, torch.get_num_threads(), candidates)
     return next((e for e in ("onednn", "fbgemm", "x86", "qnnpack") if e in supported), "none")
@@ -116,9 +116,11 @@ def int8_engine(engine: str | None = None, shape: tuple[int, int] | None = None)
 
 @functools.lru_cache(maxsize=None)
 def fastest_engine(k: int, n: int, threads: int, candidates: tuple[str, ...]) -> str:
-    """Of `candidates`, the engine whose dynamic int8 product (rows, k) x (k, n) is fastest here, at a batch-1
-    row count (16) and a batch-32 one (320) together: each engine's best of 5 at each, relative to the faster
-    engine's, summed over the two (ties go to the first candidate)."""
+    """Of `candidates` (the first preferred), the engine whose dynamic int8 product (rows, k) x (k, n) is fastest
+    here, at a batch-1 row count (16) and a batch-32 one (320) together: another engine replaces the first only if
+    it is 15 % faster on the geometric mean of the two (best of 8 calls each), so noise does not flip the choice
+    between processes; fbgemm comes first because oneDNN's int8 kernels keep more memory (benchmarks/memory.py:
+    peaks 545-583 MB against 425-500 with fbgemm for the same MiniLM-sized models)."""
     import time
 
     with warnings.catch_warnings():  # the quantized-tensor creation functions warn of their deprecation
@@ -134,14 +136,18 @@ def fastest_engine(k: int, n: int, threads: int, candidates: tuple[str, ...]) ->
             best[engine] = []
             for x in inputs:
                 times = []
-                for _ in range(7):  # the first two warm the kernel's caches up
+                for _ in range(10):  # the first two warm the kernel's caches up
                     start = time.perf_counter()
                     torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False)
                     times.append(time.perf_counter() - start)
                 best[engine].append(min(times[2:]))
-    score = {e: sum(t / min(best[c][i] for c in candidates) for i, t in enumerate(times))
-             for e, times in best.items()}
-    return min(candidates, key=lambda e: score[e])
+    first = candidates[0]
+
+    def speedup(e: str) -> float:  # over the first candidate, geometric mean of the two row counts
+        return (best[first][0] / best[e][0] * best[first][1] / best[e][1]) ** 0.5
+
+    fastest = max(candidates, key=speedup)
+    return fastest if speedup(fastest) >= 1.15 else first
 
 
 @contextlib.contextmanager
