@@ -136,6 +136,7 @@ class Predictor:
         self.reason = "given"  # why this backend (`from_pretrained` says why it chose one)
         # the directory a float PyTorch model can be read from when one is needed (`float_model`)
         self.source: Path | None = None
+        self._head: type | None = None  # the head class `from_pretrained` read (to read the float model with)
         self._float: torch.nn.Module | None = model if is_module and INT8_KEY not in self.config.extra else None
         self._encoder: Predictor | None = None  # a task model's encoder, for `embed`
         if self.settings.threads:
@@ -200,7 +201,7 @@ class Predictor:
             model = quantize_int8(model, inplace=True) if settings.int8 else pack_linears(model)
         predictor = cls(model, tokenizer, settings)
         predictor.reason = reason
-        predictor.source = None if quantized else directory
+        predictor.source, predictor._head = (None if quantized else directory), head
         if layout is not None:
             predictor.pooling, predictor.lowercase = layout.head, layout.do_lower_case
         log.info("%s: %s", directory, predictor.describe())
@@ -234,11 +235,7 @@ class Predictor:
             if self.source is None:
                 raise ValueError("this needs the float PyTorch model, and this predictor has none (an int8 "
                                  "directory, or a model given without its directory)")
-            from bertkit.heads import HEADS
-
-            name = inference_head(self.config.family.internal_class(
-                (self.config.architectures or ["BertModel"])[0]) or "BertModel")
-            self._float = HEADS[name].from_pretrained(self.source).eval()
+            self._float = self._head.from_pretrained(self.source).eval()
         return self._float
 
     def cache_info(self) -> dict[str, int]:
