@@ -84,8 +84,8 @@ BACKENDS = ("auto", "torch", "onnx")
 
 def choose_backend(requested: str, head: type, config: BertConfig, quantized: bool = False) -> tuple[str, str]:
     """(backend, why) for a model of class `head`: `requested` if it names one, else the fastest installed that can
-    run it: ONNX Runtime, 1.4-2.6x PyTorch's speed at batch 1 and level with it at batch 32 (benchmarks/peers.py,
-    MiniLM, 2 threads)."""
+    run it: ONNX Runtime, 1.7-2.8x PyTorch's speed at batch 1 and level with it at batch 32 (benchmarks/peers.py
+    and batch1.py, MiniLM and the BERT-base shape, 2 threads)."""
     import importlib.util
 
     if requested not in BACKENDS:
@@ -288,10 +288,11 @@ class Predictor:
 
     def _batches(self, order: list[int], rows: Sequence[tuple[list[int], list[int]]]) -> Iterator[list[int]]:
         """Consecutive runs of `order` (row indices, shortest first): at most `batch_size` rows and, with
-        `max_tokens`, at most that many tokens padded (a row longer than the budget goes alone)."""
+        `max_tokens`, at most that many tokens padded (a row longer than the budget goes alone); on ONNX Runtime,
+        beyond four rows, at most a third of the batch padding."""
         cap, budget = self.settings.batch_size, self.settings.max_tokens
-        # ONNX Runtime computes every padded position (PyTorch skips them): a batch there also ends before the row
-        # that would make more than a third of it padding, once it has a few rows
+        # ONNX Runtime computes every padded position (PyTorch skips them): a server's mixed-length micro-batches
+        # ran 1.2x faster with these cuts (benchmarks/RESULTS.md, issue 16)
         padded = self.settings.backend == "onnx"
         start = 0
         while start < len(order):
@@ -514,7 +515,7 @@ class Predictor:
             if not encs:
                 return np.zeros((0, getattr(pooling, "output_dim", self.config.hidden_size)), dtype=np.float32)
             return np.stack(self._run([(e.ids, e.type_ids) for e in encs], pool, kind))
-        if self._encoder is None:  # the task model's encoder, float or int8 as the predictor is
+        if self._encoder is None:  # the task model's encoder: its own in PyTorch, the float model's under ONNX
             model = self.model if isinstance(self.model, torch.nn.Module) else self.float_model()
             self._encoder = Predictor(model.bert, self.tok, replace(self.settings, backend="torch", cache_size=0))
         return self._encoder.embed(texts, normalize, pooling)
