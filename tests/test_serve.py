@@ -124,6 +124,7 @@ def test_every_endpoint_answers(server):
     assert status == 200 and out["status"] == "ok" and "qa" in out["models"]
     status, out, _ = server.request("GET", "/v1/models")
     assert out["sentiment"]["labels"] == ["negative", "positive"] and "answer" in out["qa"]["endpoints"]
+    assert out["sentiment"]["backend"] == "torch" and out["sentiment"]["engine"].startswith("PyTorch")
     status, schema, _ = server.request("GET", "/openapi.json")
     assert status == 200 and "/v1/classify" in schema["paths"]
 

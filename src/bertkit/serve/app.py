@@ -632,9 +632,10 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
     @app.get("/v1/models")
     def models():
-        """name -> {family, endpoints, labels, dimension}, and the same as OpenAI's list (`object`, `data`) so
-        that OpenAI clients can list the models."""
+        """name -> {family, endpoints, labels, dimension, backend, engine}, and the same as OpenAI's list
+        (`object`, `data`) so that OpenAI clients can list the models."""
         out = {name: {"family": p.family, "endpoints": sorted(endpoints_of(p.task_family)),
+                      "backend": p.settings.backend, "engine": p.engine(),
                       "labels": [p.config.id2label[i] for i in range(p.config.num_labels)]
                       if p.task_family.class_labels and p.config.id2label else None,
                       "dimension": embedding_dim(p)}
