@@ -1,7 +1,8 @@
 """The strongest CPU inference stacks, side by side in one process: bertkit's paths (its default, and each backend
 and precision by name) against ONNX Runtime with its transformer fusions (fp32, int8), CTranslate2 (int8),
 OpenVINO (fp32; int8 by NNCF's post-training quantiser, calibrated on STS-B train sentences) and
-sentence-transformers (PyTorch, and its ONNX and OpenVINO backends), on the same model and the same real
+sentence-transformers (PyTorch, and its ONNX and OpenVINO backends), and OpenVINO on bertkit's own export (what
+an OpenVINO backend would run), on the same model and the same real
 sentences: text in, mean-pooled vector out, each stack through its own API with the same threads.
 
     make peers-venv                                          # .venv-peers: bertkit + the peers (optimum pins an
@@ -41,7 +42,9 @@ sys.path.insert(0, str(HERE))
 
 from batch1 import DATA, model_dir  # noqa: E402
 from bertkit.checkpoint import packaged_model_dir  # noqa: E402
+from bertkit.infer.onnxrt import onnx_file  # noqa: E402
 from bertkit.infer.predictor import Predictor, PredictorSettings  # noqa: E402
+from bertkit.model import BertModel  # noqa: E402
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -158,11 +161,12 @@ def ct2_peer(directory: Path, work: Path, threads: int) -> Embed:
     return embed
 
 
-def openvino_peer(directory: Path, work: Path, threads: int, int8: bool) -> Embed:
+def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: Path | None = None) -> Embed:
+    """OpenVINO on transformers' graph, or on `graph` (bertkit's own export: what an OpenVINO backend would run)."""
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(str(hf_onnx(directory, work)))
+    model = core.read_model(str(graph or hf_onnx(directory, work)))
     tokens = Tokens(directory)
     if int8:
         import nncf
@@ -267,6 +271,8 @@ def main() -> None:
                                                                 tokens),
             "CTranslate2 int8": lambda: by_length_in_32s(ct2_peer(directory, work, args.threads), tokens),
             "OpenVINO fp32": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, False), tokens),
+            "OpenVINO fp32 on bertkit's export": lambda: by_length_in_32s(openvino_peer(
+                directory, work, args.threads, False, onnx_file(directory, BertModel)), tokens),
             "OpenVINO int8 (NNCF)": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, True),
                                                              tokens),
             "sentence-transformers torch": lambda: st_peer(directory, work, args.threads, "torch"),
