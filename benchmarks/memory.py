@@ -8,6 +8,12 @@ Rows per model: PyTorch fp32 (packed weights), PyTorch int8 from the float direc
 `bertkit quantize` directory (written to a temporary directory first), ONNX Runtime fp32 (the default) and int8.
 The ONNX exports are made in a warm-up process first, so no row pays for exporting. Peak = `ru_maxrss` of the
 child at exit.
+
+    python benchmarks/memory.py --model DIR --shapes 200
+
+`--shapes N` instead: the peak after 20 and after N batches of 32 texts of random lengths (4-120 words) on the
+PyTorch fp32 path as a bulk job runs it (`batchio.without_onednn`), for each backend: whether memory stays
+bounded when every batch has a new shape.
 """
 
 from __future__ import annotations
@@ -44,6 +50,29 @@ print(json.dumps({{"floor_mb": floor, "peak_mb": resource.getrusage(resource.RUS
 """
 
 
+SHAPES = r"""
+import json, random, resource, sys
+sys.path.insert(0, {src!r})
+from bertkit.infer.batchio import without_onednn
+from bertkit.infer.predictor import Predictor, PredictorSettings
+p = Predictor.from_pretrained(sys.argv[1], PredictorSettings(backend=sys.argv[2], threads=2))
+random.seed(0)
+peaks = {{}}
+with without_onednn(p.settings.backend == "torch"):
+    for i in range({n}):
+        p.embed([" ".join(["word"] * random.randint(4, 120))] * 32)
+        if i + 1 in (20, {n}):
+            peaks[i + 1] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"peaks_mb": peaks, "what": p.describe()}}))
+"""
+
+
+def shapes(path: str, backend: str, n: int) -> dict:
+    code = SHAPES.format(src=str(ROOT / "src"), n=n)
+    out = subprocess.run([sys.executable, "-c", code, path, backend], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def child(path: str, backend: str, int8: bool) -> dict:
     code = CHILD.format(src=str(ROOT / "src"), data=str(DATA / "glue" / "SST-2" / "dev.tsv.gz"))
     out = subprocess.run([sys.executable, "-c", code, path, backend, "1" if int8 else "0"], capture_output=True,
@@ -54,8 +83,16 @@ def child(path: str, backend: str, int8: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="a classification model directory")
+    ap.add_argument("--shapes", type=int, default=0, help="batches of new shapes instead (see above)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.shapes:
+        for model in args.model:
+            for backend in ("torch", "onnx"):
+                r = shapes(model, backend, args.shapes)
+                print(f"  {model}: {r['what']}: peak after 20 batches {r['peaks_mb']['20']:.0f} MB, after "
+                      f"{args.shapes} {r['peaks_mb'][str(args.shapes)]:.0f} MB")
+        return
     sys.path.insert(0, str(ROOT / "src"))
     from bertkit.cli import main as cli
 

@@ -48,7 +48,11 @@ def available() -> bool:
 
 
 def _fast(x: torch.Tensor, *params: torch.Tensor) -> bool:
-    """The packed path computes what F.linear would: float32 on the CPU, and no gradient to record."""
+    """The packed path computes what F.linear would: float32 on the CPU, and no gradient to record; and oneDNN is
+    on (bulk jobs switch it off, `batchio.without_onednn`: it keeps state per input shape, and memory grew with
+    the shapes seen)."""
+    if not torch.backends.mkldnn.enabled:
+        return False
     if x.dtype != torch.float32 or x.device.type != "cpu":
         return False
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):

@@ -98,7 +98,7 @@ def quantizable(model: nn.Module) -> list[str]:
 def int8_engine(engine: str | None = None, shape: tuple[int, int] | None = None) -> str:
     """The kernels that pack and run the int8 products: `engine` if named; else, for a model whose feed-forward
     is `shape` (hidden, intermediate), fbgemm's unless oneDNN's run that product clearly faster on this machine at
-    this thread count (`fastest_engine`: a ~30 ms measurement at load, cached). Both round the same way; which is
+    this thread count (`fastest_engine`: a 0.05-0.15 s measurement at load, once per shape and process). Both round the same way; which is
     faster depends on the shape, the threads and the CPU (in the ladder oneDNN was 1.5x faster at batch 32 for a
     6 x 768 student at one thread; `benchmarks/batch1.py` prints which ran beside its int8 rows). Without a shape:
     oneDNN's where this PyTorch has them, else fbgemm's."""
@@ -169,12 +169,12 @@ def quantize_int8(model: nn.Module, engine: str | None = None, inplace: bool = F
     names = quantizable(model)
     if not names:
         raise ValueError(f"{type(model).__name__}: no encoder Linear layers to quantise")
-    shape = (model.config.hidden_size, model.config.intermediate_size)
-    with packing_engine(int8_engine(engine, shape)):
+    engine = int8_engine(engine, (model.config.hidden_size, model.config.intermediate_size))
+    with packing_engine(engine):
         q = quantize_dynamic(model.eval(), {name: qconfig for name in names}, dtype=torch.qint8, inplace=inplace,
                              mapping={nn.Linear: _int8_linear_class()})
     q.config.extra[INT8_KEY] = {"method": "dynamic int8, per-channel weights", "modules": names}
-    q.int8_engine = int8_engine(engine, shape)  # which kernels run it (`Predictor.engine()` says)
+    q.int8_engine = engine  # which kernels run it (`Predictor.engine()` says)
     return q.eval()
 
 
