@@ -70,8 +70,8 @@ def sts(tmp_path_factory, minilm_dir) -> dict:
     Index.build(d / "vectors", d / "index")
     hnsw = None
     if importlib.util.find_spec("usearch") is not None:
-        # ef_search at the corpus size: the graph search visits every row, so its hits equal exact search's
-        # (at the default 128 one of 300 rows can fall out of a top 10, which made the comparison flaky)
+        # ef_search at the corpus size: the graph search visits every reachable row (at the default 128 more
+        # than one of 300 rows could fall out of a top 10)
         Index.build(d / "vectors", d / "hnsw", hnsw=True, expansion_search=300)
         hnsw = d / "hnsw"
     return {"dir": d / "index", "hnsw": hnsw, "corpus": corpus, "query": query[0], "expected": query[1]}
@@ -304,12 +304,18 @@ def test_search_several_queries_and_the_default_top_k(server, sts):
     assert status == 200 and out["index"] == "sts" and [len(r) for r in out["results"]] == [10, 10]
     assert out["results"][0][0]["id"] == sts["expected"] and out["results"][1][0]["id"] == "sts-b:0"
     assert out["results"][1][0]["score"] == pytest.approx(1.0, abs=1e-5)  # a corpus text finds itself
-    if sts["hnsw"]:  # the same vectors through the HNSW graph (usearch, off the event loop): the same hits
+    if sts["hnsw"]:  # the same vectors through the HNSW graph (usearch, off the event loop)
         status, graph, _ = post(server, "/v1/search", {"index": "sts-hnsw", "queries": queries})
-        assert status == 200
-        for a, b in zip(graph["results"], out["results"]):
-            assert [h["id"] for h in a] == [h["id"] for h in b]
-            assert [h["score"] for h in a] == pytest.approx([h["score"] for h in b], abs=1e-5)
+        assert status == 200 and [len(r) for r in graph["results"]] == [10, 10]
+        status, every, _ = post(server, "/v1/search", {"index": "sts", "queries": queries, "top_k": 300})
+        for a, b, full in zip(graph["results"], out["results"], every["results"]):
+            # the graph is approximate and built by several threads, so a row may be unreachable in one build
+            # even at ef_search = corpus size (CI saw one of ten missing): each hit carries its exact score,
+            # best first, and at least 9 of the exact top 10 come back, the best one first
+            exact = {h["id"]: h["score"] for h in full}
+            assert [h["score"] for h in a] == pytest.approx([exact[h["id"]] for h in a], abs=1e-5)
+            assert [h["score"] for h in a] == sorted((h["score"] for h in a), reverse=True)
+            assert a[0]["id"] == b[0]["id"] and len({h["id"] for h in a} & {h["id"] for h in b}) >= 9
     status, out, _ = post(server, "/v1/search", {"index": "sts", "query": "a dog runs", "top_k": 300})
     assert status == 200 and len(out["results"][0]) == 300  # the whole index
 
