@@ -11,9 +11,10 @@ child at exit.
 
     python benchmarks/memory.py --model DIR --shapes 200
 
-`--shapes N` instead: the peak after 20 and after N batches of 32 texts of random lengths (4-120 words) on the
-PyTorch fp32 path as a bulk job runs it (`batchio.without_onednn`), for each backend: whether memory stays
-bounded when every batch has a new shape.
+`--shapes N` instead: the peak after 20 and after N batches of 32 texts of random lengths (4-120 words) as a bulk
+job runs them (`batchio.bulk_job`), classified (the head's own graph) and embedded (a task model's encoder, which is
+PyTorch's float model on every backend), for each backend: whether memory stays bounded when every batch has a new
+shape. With `--serve`, as the server runs them: oneDNN on (the packed path's batch-1 speed), 1-32 texts a batch.
 """
 
 from __future__ import annotations
@@ -51,25 +52,29 @@ print(json.dumps({{"floor_mb": floor, "peak_mb": resource.getrusage(resource.RUS
 
 
 SHAPES = r"""
-import json, random, resource, sys
+import contextlib, json, random, resource, sys
 sys.path.insert(0, {src!r})
-from bertkit.infer.batchio import without_onednn
+from bertkit.infer.batchio import bulk_job
 from bertkit.infer.predictor import Predictor, PredictorSettings
 p = Predictor.from_pretrained(sys.argv[1], PredictorSettings(backend=sys.argv[2], threads=2))
+run = p.embed if sys.argv[3] == "embed" else p.classify
+serve = sys.argv[4] == "serve"
 random.seed(0)
 peaks = {{}}
-with without_onednn(p.settings.backend == "torch"):
+with contextlib.nullcontext() if serve else bulk_job(p):
     for i in range({n}):
-        p.embed([" ".join(["word"] * random.randint(4, 120))] * 32)
+        rows = random.randint(1, 32) if serve else 32
+        run([" ".join(["word"] * random.randint(4, 120)) for _ in range(rows)])
         if i + 1 in (20, {n}):
             peaks[i + 1] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"peaks_mb": peaks, "what": p.describe()}}))
 """
 
 
-def shapes(path: str, backend: str, n: int) -> dict:
+def shapes(path: str, backend: str, operation: str, n: int, serve: bool) -> dict:
     code = SHAPES.format(src=str(ROOT / "src"), n=n)
-    out = subprocess.run([sys.executable, "-c", code, path, backend], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, path, backend, operation, "serve" if serve else "bulk"],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,14 +89,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="a classification model directory")
     ap.add_argument("--shapes", type=int, default=0, help="batches of new shapes instead (see above)")
+    ap.add_argument("--serve", action="store_true", help="with --shapes: as the server runs them (see above)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.shapes:
         for model in args.model:
-            for backend in ("torch", "onnx"):
-                r = shapes(model, backend, args.shapes)
-                print(f"  {model}: {r['what']}: peak after 20 batches {r['peaks_mb']['20']:.0f} MB, after "
-                      f"{args.shapes} {r['peaks_mb'][str(args.shapes)]:.0f} MB")
+            for operation in ("classify", "embed"):
+                for backend in ("torch", "onnx"):
+                    r = shapes(model, backend, operation, args.shapes, args.serve)
+                    print(f"  {model}: {operation} on {r['what']}{' (serve)' * args.serve}: peak after 20 batches "
+                          f"{r['peaks_mb']['20']:.0f}"
+                          f" MB, after {args.shapes} {r['peaks_mb'][str(args.shapes)]:.0f} MB")
         return
     sys.path.insert(0, str(ROOT / "src"))
     from bertkit.cli import main as cli

@@ -148,6 +148,32 @@ def test_explain_and_task_model_embeddings_on_the_onnx_default(tmp_path, tok):
         q.explain(text)
 
 
+def test_embedding_a_task_model_on_the_onnx_default_stays_off_onednn(tmp_path, tok, monkeypatch):
+    """A task model's sentence vectors come from the float PyTorch model even on the ONNX default; the bulk job
+    kept oneDNN on there (its switch looked at the backend only), and oneDNN keeps state per input shape: the
+    teacher's embeddings grew with every new batch shape (benchmarks/memory.py --shapes). Now off, same vectors."""
+    import json
+
+    from bertkit.apps.embed import embed_corpus
+
+    pytest.importorskip("onnxruntime")
+    tiny(BertForSequenceClassification, num_labels=2).save_pretrained(tmp_path / "clf", tokenizer=tok)
+    texts = ["one", "two words", "a sentence of several more words"] * 3
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    seen, forward = [], BertModel.forward
+
+    def record(self, *args, **kwargs):
+        seen.append(torch.backends.mkldnn.enabled)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertModel, "forward", record)
+    vectors = embed_corpus(tmp_path / "clf", [corpus], tmp_path / "vectors", progress=False)
+    assert seen and not any(seen) and torch.backends.mkldnn.enabled
+    want = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="torch")).embed(texts)
+    np.testing.assert_allclose(vectors.dequantize(0, len(texts)), want, atol=1e-5)
+
+
 def test_onnx_batches_end_before_mostly_padding(tok):
     """ONNX Runtime computes every padded position (PyTorch skips them), so on that backend a batch of rows sorted
     by length ends before the row that would make more than a third of it padding (beyond four rows): a server's

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.apps.vectors import DTYPES, Vectors, VectorsWriter, model_fingerprint, open_vectors, read_meta
-from bertkit.infer.batchio import (MAX_CHARS, READ_BYTES, InputError, InputLine, _read_long_line, check_batching, fit,
-                                  without_onednn)
+from bertkit.infer.batchio import (MAX_CHARS, READ_BYTES, InputError, InputLine, _read_long_line, bulk_job,
+                                  check_batching, fit)
 from bertkit.io import OutputError, prepare_output_dir
 
 KINDS = {".txt": "txt", ".jsonl": "jsonl", ".csv": "csv"}
@@ -368,8 +368,7 @@ def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: st
 def local_chunks(predictor, model_dir: Path, job: Job, first: int,
                  normalize: bool) -> Iterator[tuple[list, np.ndarray]]:
     """(ids, vectors) of chunks first.. in this process."""
-    float_torch = predictor.settings.backend == "torch" and not predictor.settings.int8
-    with without_onednn(float_torch):
+    with bulk_job(predictor):
         for k in range(first, len(job.chunks)):
             yield embed_chunk(predictor, job, k, normalize)
 

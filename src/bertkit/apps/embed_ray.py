@@ -36,15 +36,13 @@ class ChunkEmbedder:
     def __init__(self, model_dir: str, settings, job: Job, normalize: bool):
         self.predictor = load_predictor(model_dir, settings)
         self.job, self.normalize = job, normalize
-        # float torch over batches of every length: without oneDNN, as in a local run (`batchio.without_onednn`)
-        self.no_onednn = self.predictor.settings.backend == "torch" and not self.predictor.settings.int8
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from bertkit.infer.batchio import without_onednn
+        from bertkit.infer.batchio import bulk_job  # as in a local run
 
         chunks, ids, vectors = [], [], []
         for k in batch["chunk"].tolist():
-            with without_onednn(self.no_onednn):
+            with bulk_job(self.predictor):
                 chunk_ids, chunk_vectors = embed_chunk(self.predictor, self.job, k, self.normalize)
             chunks += [k] * len(chunk_ids)
             ids += [json.dumps(i, ensure_ascii=False) for i in chunk_ids]

@@ -198,6 +198,13 @@ def without_onednn(use: bool = True) -> Iterator[None]:
         torch.backends.mkldnn.enabled = was
 
 
+def bulk_job(predictor) -> contextlib.AbstractContextManager[None]:
+    """What a job over a stream of batches runs inside: `without_onednn` wherever float PyTorch computes, which is
+    every backend but PyTorch int8 (ONNX Runtime's task models embed and explain through the float model of their
+    directory)."""
+    return without_onednn(not (predictor.settings.backend == "torch" and predictor.settings.int8))
+
+
 def encode_file(model: str, input: str, output: str, pairs: bool = False, layers: str = "last",
                 padded: bool = False, max_length: int | None = None, max_chars: int = MAX_CHARS, batch_size: int = 32,
                 threads: int = 0, chunk: int = ENCODE_CHUNK) -> tuple[int, str]:
@@ -375,7 +382,7 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
     whole = family.reads_whole(pairs)
     n = 0
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
-            without_onednn(predictor.settings.backend == "torch" and not predictor.settings.int8), \
+            bulk_job(predictor), \
             tqdm(desc="predicting", unit="line", disable=not sys.stderr.isatty()) as bar:
         source = read_json_inputs(input, family.input_fields, max_chars, family.whole_text_reason) \
             if family.input_fields else read_inputs(input, pairs, max_chars)
