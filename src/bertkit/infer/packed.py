@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,19 @@ from torch import nn
 from bertkit.model import BertIntermediate, BertSelfAttention
 
 log = logging.getLogger("bertkit.packed")
+
+# oneDNN compiles kernels for each input shape and keeps them in two caches, its own and ideep's, of 1,024 entries
+# each by default. A server's packed products see a new row count with nearly every request: a MiniLM classifier
+# grew from 530 MB to 2.4 GB over 1,000 batches of new shapes, and 64 entries kept it at 700 MB, at the cost of
+# ~10 % on batch-1 latency when every length is new (benchmarks/RESULTS.md, "Peak memory"). Set from the
+# environment where the user set nothing; the caches read it when oneDNN first runs in the process.
+CACHE_ENTRIES = 64
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def bound_onednn_caches() -> None:
+    for name in CACHE_VARIABLES:
+        os.environ.setdefault(name, str(CACHE_ENTRIES))
 
 
 @functools.cache
@@ -130,6 +144,7 @@ class PackedIntermediate(BertIntermediate):
 def pack_linears(model: nn.Module) -> nn.Module:
     """`model` (in place) with every float32 CPU `nn.Linear` packed for oneDNN; unchanged where oneDNN's packed
     linear is not available."""
+    bound_onednn_caches()
     if not available():
         log.info("oneDNN packed linear not available in this PyTorch build: Linear layers left as they are")
         return model

@@ -155,9 +155,10 @@ class Predictor:
         The tokenizer must fit the embedding (`check_vocab`). A sentence-transformers directory (modules.json) gives
         its encoder with its own pooling, Dense, Normalize, window (unless `settings.max_length` says) and
         lower-casing."""
-        from bertkit.infer.packed import pack_linears
+        from bertkit.infer.packed import bound_onednn_caches, pack_linears
         from bertkit.infer.quantize import int8_dir, load_int8, quantize_int8
 
+        bound_onednn_caches()  # before any oneDNN kernel of this process (int8's engine choice runs some)
         settings = settings or PredictorSettings()
         layout = read_layout(path)
         directory = layout.encoder_dir if layout is not None else Path(path)
