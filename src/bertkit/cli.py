@@ -379,6 +379,9 @@ def run_evaluate(args) -> None:
 BACKEND_HELP = ("auto (default): ONNX Runtime where the model has an ONNX graph, exported once into the cache "
                 "($BERTKIT_CACHE, else ~/.cache/bertkit), else PyTorch; or torch / onnx by name. The choice is "
                 "printed when the model loads")
+CALIBRATION_HELP = ("int8 only if it agrees with fp32 on the first 500 inputs of FILE (the --input format; "
+                    "labels, entities or answers equal, scores or vectors correlated: see infer/calibrate.py); "
+                    "the agreement and the choice are printed")
 PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8")
 
 
@@ -398,15 +401,18 @@ def add_predict(d) -> None:
         "max_length": "tokens per window (default: the model's limit)",
         "batch_size": "inputs per model call at most (default %(default)s)",
         "max_tokens": "tokens per model call at most, padding included (default %(default)s: off)"})
+    d.add_argument("--int8-calibration", metavar="FILE", help=CALIBRATION_HELP)
 
 
 def run_predict(args) -> None:
     from bertkit.infer.batchio import predict_file
     from bertkit.infer.predictor import PredictorSettings
 
+    if args.int8_calibration and args.int8:
+        raise InputError("--int8-calibration: decides int8 itself; drop --int8")
     settings = PredictorSettings(**{k: getattr(args, k) for k in PREDICT_FIELDS})
     n, family = predict_file(args.model, args.input, args.output, settings, args.pairs, args.max_chars,
-                             **_chunk(PREDICT_CHUNK))
+                             calibration=args.int8_calibration, **_chunk(PREDICT_CHUNK))
     print(f"predicted {n} lines ({family}) -> {args.output}", file=sys.stderr)
 
 
@@ -565,6 +571,8 @@ def add_serve(s) -> None:
     s.add_argument("--workers", type=int, default=1, help="processes (one thread per core is the CPU rule)")
     add_params(s, load_predictors, ("threads", "backend", "int8", "cache_size"), help=SERVE_HELP,
                choices={"backend": list(BACKENDS)}, flags={"cache_size": "--cache"})
+    s.add_argument("--int8-calibration", action="append", default=[], metavar="[NAME=]FILE",
+                   help=CALIBRATION_HELP + "; NAME: the model it is for (repeat for several)")
     add_fields(s, ServeSettings, SERVE_FIELDS, help=SERVE_HELP, keep_default=True,
                choices={"on_long_text": ["truncate", "reject"]})
     add_fields(s, BatcherSettings, BATCHER_FIELDS, help=SERVE_HELP, keep_default=True)
@@ -607,6 +615,13 @@ def run_serve(args) -> None:
     models = named("--model", args.model,
                    lambda p: None if (p / "config.json").is_file() else f"{p}/config.json not found")
     indexes = named("--index", args.index, lambda p: None if p.is_dir() else f"{p}: no such directory")
+    calibration = named("--int8-calibration", [s if "=" in s or len(models) != 1 else f"{next(iter(models))}={s}"
+                                               for s in args.int8_calibration],
+                        lambda p: None if p.is_file() else f"{p}: no such file")
+    if unknown := set(calibration) - set(models):
+        raise InputError(f"--int8-calibration: no model named {sorted(unknown)[0]!r} (served: {', '.join(models)})")
+    if calibration and args.int8:
+        raise InputError("--int8-calibration: decides int8 itself; drop --int8")
     try:
         loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
     except ValueError:  # a host name: it may resolve beyond this machine
@@ -616,6 +631,7 @@ def run_serve(args) -> None:
               f"who reaches the port can use the models", file=sys.stderr, flush=True)
     os.environ[CONFIG_ENV] = json.dumps({"models": models, "indexes": indexes, "threads": args.threads,
                                          "backend": args.backend, "int8": args.int8, "cache_size": args.cache_size,
+                                         "calibration": calibration,
                                          "settings": dataclasses.asdict(settings)})
     app = app_from_env() if args.workers == 1 else None  # load here: a bad model fails before the port opens
     print(f"bertkit serve: http://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s); models: "
@@ -905,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bertkit.predictor").setLevel(logging.INFO)  # which backend each model runs on, and why
+    logging.getLogger("bertkit.calibrate").setLevel(logging.INFO)  # what the int8 preset measured and chose
     try:
         VERBS[args.verb][2](args)
     except (ValueError, TypeError, ImportError) as e:

@@ -368,15 +368,20 @@ def check_batching(batch_size: int, max_tokens: int) -> None:
 
 
 def predict_file(model: str, input: str, output: str, settings, pairs: bool = False, max_chars: int = MAX_CHARS,
-                 chunk: int = PREDICT_CHUNK) -> tuple[int, str]:
+                 chunk: int = PREDICT_CHUNK, calibration: str | None = None) -> tuple[int, str]:
     """One JSON object per line of `input`, as the model's task family answers it (`Family.predict`): lines of
-    text (`pairs`: text<TAB>text_pair), or JSON lines of the family's `input_fields`; (lines, family)."""
+    text (`pairs`: text<TAB>text_pair), or JSON lines of the family's `input_fields`; (lines, family).
+    `calibration`: a file of inputs in the same format; int8 only where it agrees with fp32 on them."""
     from tqdm import tqdm
 
+    from bertkit.infer.calibrate import int8_if_it_agrees_on_file
     from bertkit.infer.predictor import Predictor
 
     check_batching(settings.batch_size, settings.max_tokens)
-    predictor = Predictor.from_pretrained(model, settings)
+    if calibration:
+        predictor = int8_if_it_agrees_on_file(model, calibration, settings, pairs, max_chars=max_chars)[0]
+    else:
+        predictor = Predictor.from_pretrained(model, settings)
     family = predictor.task_family
     # A family that reads every token (windows) refuses a line cut at --max-chars; the others see max_length.
     whole = family.reads_whole(pairs)

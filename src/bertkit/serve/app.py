@@ -664,12 +664,15 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
 # ---- processes ---------------------------------------------------------------------------------------------------
 def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "auto", int8: bool = False,
-                    cache_size: int = 0) -> dict[str, Predictor]:
+                    cache_size: int = 0, calibration: dict[str, str] | None = None) -> dict[str, Predictor]:
+    """`calibration` {model name: file of inputs}: that model in int8 only where it agrees with fp32 on them
+    (`infer.calibrate`)."""
+    from bertkit.infer.calibrate import int8_if_it_agrees_on_file
     from bertkit.infer.predictor import PredictorSettings
 
-    return {name: Predictor.from_pretrained(path, PredictorSettings(threads=threads, backend=backend, int8=int8,
-                                                                    cache_size=cache_size))
-            for name, path in models.items()}
+    settings = PredictorSettings(threads=threads, backend=backend, int8=int8, cache_size=cache_size)
+    return {name: int8_if_it_agrees_on_file(path, calibration[name], settings)[0] if name in (calibration or {})
+            else Predictor.from_pretrained(path, settings) for name, path in models.items()}
 
 
 def server_options(settings: ServeSettings, in_process: bool = True) -> dict:
@@ -691,5 +694,6 @@ def app_from_env():
     cfg = json.loads(os.environ[CONFIG_ENV])
     # the indexes first: a model that does not match fails before any model's weights are read
     indexes = load_indexes(cfg.get("indexes") or {}, cfg["models"])
-    predictors = load_predictors(cfg["models"], cfg["threads"], cfg["backend"], cfg["int8"], cfg["cache_size"])
+    predictors = load_predictors(cfg["models"], cfg["threads"], cfg["backend"], cfg["int8"], cfg["cache_size"],
+                                 cfg.get("calibration"))
     return create_app(predictors, settings_from_dict(cfg["settings"]), indexes)

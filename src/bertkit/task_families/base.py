@@ -58,6 +58,7 @@ class Family:
     explains = False  # `Predictor.explain` (gradient x input of a class's logit) applies
     input_fields: tuple[str, str] | None = None  # `predict` reads JSON lines of these two fields, not text lines
     whole_text_reason = ""  # why `predict` reads every token of a line, when `reads_whole` says it does
+    agreement_threshold: float | None = 0.99  # int8 is kept by `infer.calibrate` at or above it; None: no preset
 
     def accepts(self, config) -> bool:
         """Whether a model of one of `heads` with this config is this family (classification vs regression)."""
@@ -92,6 +93,15 @@ class Family:
 
     def predict(self, predictor, texts: list[str], pairs: list[str] | None) -> list[dict]:
         return [{"vector": v.tolist()} for v in predictor.embed(texts)]
+
+    def agreement(self, a: list[dict], b: list[dict]) -> tuple[str, float]:
+        """(what was measured, how far `b`'s answers agree with `a`'s): the same inputs' `predict` results from
+        two precisions of one model (`infer.calibrate`). Vectors: their mean cosine."""
+        import numpy as np
+
+        x, y = (np.asarray([r["vector"] for r in side], dtype=np.float64) for side in (a, b))
+        cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+        return "mean cosine of the vectors", float(cos.mean())
 
     # ---- the HTTP service -----------------------------------------------------------------------------------
     def schema(self, endpoint: str) -> tuple[dict, str]:

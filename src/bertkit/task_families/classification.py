@@ -70,6 +70,9 @@ class Classification(Family):
     def predict(self, predictor, texts, pairs) -> list[dict]:
         return predictor.classify(texts, pairs)
 
+    def agreement(self, a, b):
+        return "share of equal labels", sum(x["label"] == y["label"] for x, y in zip(a, b)) / len(a)
+
     # ---- the HTTP service -----------------------------------------------------------------------------------
     def schema(self, endpoint):
         if endpoint != "classify":

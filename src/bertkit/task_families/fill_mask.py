@@ -10,6 +10,7 @@ class FillMask(Family):
     heads = ("BertForMaskedLM", "BertForPreTraining")
     operation = "fill_mask"
     endpoints = ("fill-mask",)
+    agreement_threshold = None  # no int8 preset: word suggestions are ranked lists, int8 is only when asked
 
     def predict(self, predictor, texts, pairs) -> list[dict]:
         return predictor.fill_mask(texts)

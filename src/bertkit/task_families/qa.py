@@ -51,6 +51,11 @@ class QuestionAnswering(Family):
     def predict(self, predictor, questions, contexts) -> list[dict]:
         return predictor.answer(questions, contexts)
 
+    agreement_threshold = 0.95  # a span one word longer or shorter is a different answer
+
+    def agreement(self, a, b):
+        return "share of equal answers", sum(x["answer"] == y["answer"] for x, y in zip(a, b)) / len(a)
+
     def schema(self, endpoint):
         if endpoint != "answer":
             return super().schema(endpoint)

@@ -30,5 +30,12 @@ class Regression(Classification):
     def result(self, logits, names):
         return {"score": float(logits[0])}
 
+    agreement_threshold = 0.995
+
+    def agreement(self, a, b):
+        from bertkit import metrics as M
+
+        return "Pearson correlation of the scores", M.pearson([x["score"] for x in a], [y["score"] for y in b])
+
 
 FAMILY = Regression()

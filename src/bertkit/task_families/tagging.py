@@ -47,6 +47,14 @@ class Tagging(Family):
     def predict(self, predictor, texts, pairs) -> list[dict]:
         return predictor.tag(texts)
 
+    agreement_threshold = 0.98
+
+    def agreement(self, a, b):
+        """The F1 of `b`'s entities (type and character span) against `a`'s; 1 where neither finds any."""
+        x = {(n, e["type"], e["start"], e["end"]) for n, r in enumerate(a) for e in r["entities"]}
+        y = {(n, e["type"], e["start"], e["end"]) for n, r in enumerate(b) for e in r["entities"]}
+        return "F1 of the entities", 2 * len(x & y) / (len(x) + len(y)) if x or y else 1.0
+
     def schema(self, endpoint):
         if endpoint != "tag":
             return super().schema(endpoint)
