@@ -16,10 +16,15 @@ Deviations from the reference, all behind the same interface:
   padding that mean nothing. Outputs at real tokens equal the reference to fp32 tolerance.
 - Attention is `torch.nn.functional.scaled_dot_product_attention` with a boolean key mask, and no mask at all
   when the batch has no padding (which lets PyTorch pick its fused kernel).
+- An ONNX export traces the padded layout instead (`BertModel.unpad = False`, every position computed, keys
+  masked), with attention spelled out as the reference writes it (scores / sqrt(d) + additive mask, softmax,
+  times values): SDPA's export wraps every layer in shape arithmetic and NaN guards (750 nodes for MiniLM against
+  388), which cost ONNX Runtime ~8 % at batch 1 (benchmarks/RESULTS.md, "The export's graph").
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,11 +53,17 @@ class Padding:
     seq: int
     index: Tensor | None  # (N,) flat positions of the real tokens; None when nothing is padding
     key_mask: Tensor | None  # (B, 1, 1, T) True where a key may be attended to; None when nothing is padding
+    # the padded layout of an export (see BertModel.unpad): attention spelled out, and `bias` (B, 1, 1, T), 0 for
+    # real keys and the dtype's minimum for padding, added to its scores
+    export: bool = False
+    bias: Tensor | None = None
 
     @classmethod
     def from_mask(cls, attention_mask: Tensor | None, batch: int, seq: int, unpad: bool = True) -> Padding:
-        if not unpad:  # the padded layout, masked keys only: one static-shape graph for export (see BertModel.unpad)
-            return cls(batch, seq, None, None if attention_mask is None else attention_mask.bool()[:, None, None, :])
+        if not unpad:
+            bias = None if attention_mask is None else \
+                (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+            return cls(batch, seq, None, None, export=True, bias=bias)
         if attention_mask is None or bool(attention_mask.all()):
             return cls(batch, seq, None, None)
         mask = attention_mask.bool()
@@ -130,6 +141,13 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, padding: Padding) -> Tensor:  # (N, H) -> (N, H)
         B, T, nh, hd = padding.batch, padding.seq, self.num_heads, self.head_dim
+        if padding.export:  # the reference's arithmetic, which graph optimisers recognise (the module's docstring)
+            q, k, v = (t.view(B, T, nh, hd).transpose(1, 2) for t in self.project(x))
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd)
+            if padding.bias is not None:
+                scores = scores + padding.bias
+            out = torch.matmul(scores.softmax(-1), v)  # no dropout: an export is for inference
+            return out.transpose(1, 2).reshape(B * T, nh * hd)
 
         def heads(t: Tensor) -> Tensor:  # (N, H) -> (B, nh, T, hd)
             return padding.pad(t).view(B, T, nh, hd).transpose(1, 2)

@@ -185,6 +185,7 @@ class OnnxModel:
 
 
 CACHE_ENV = "BERTKIT_CACHE"
+GRAPH = 2  # how the export writes the model (2: attention spelled out over (B, T, H)); a change means a new entry
 
 
 def cache_dir() -> Path:
@@ -226,7 +227,7 @@ def export_key(directory: str | Path, head: type, opset: int = 17) -> str:
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = None
-    settings = {"head": head.__name__, "opset": opset, "unpad": False, "bertkit": __version__,
+    settings = {"head": head.__name__, "opset": opset, "unpad": False, "graph": GRAPH, "bertkit": __version__,
                 "torch": torch.__version__, "onnxruntime": ort_version}
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:32]
