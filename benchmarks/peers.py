@@ -10,6 +10,11 @@ sentences: text in, mean-pooled vector out, each stack through its own API with 
     .venv-peers/bin/python benchmarks/peers.py               # all-MiniLM-L6-v2, 2 threads
     .venv-peers/bin/python benchmarks/peers.py --shape base  # BERT-base shape (random weights), fewer sentences
     .venv-peers/bin/python benchmarks/peers.py --quick       # a few sentences: checks that every peer runs
+    .venv-peers/bin/python benchmarks/peers.py --task sst2 --model runs/finetune/sst2-20k   # a classifier
+
+`--task sst2`: the same stacks on a fine-tuned SST-2 classifier (text in, logits out; CTranslate2 applies the
+classifier to its pooler output; sentence-transformers has no classification path and is left out), timed on SST-2
+dev sentences, accuracy on all 872 of them and the share of labels equal to bertkit's fp32 PyTorch ones.
 
 Rows: batch 1 (each STS-B dev sentence alone, p50 / p90 ms per call, tokenisation included) and batch 32 (sentences
 per second over dev sentences in batches of 32: every stack orders by length first, as bertkit and
@@ -44,6 +49,7 @@ from batch1 import DATA, model_dir  # noqa: E402
 from bertkit.checkpoint import packaged_model_dir  # noqa: E402
 from bertkit.infer.onnxrt import onnx_file  # noqa: E402
 from bertkit.infer.predictor import Predictor, PredictorSettings  # noqa: E402
+from bertkit.heads import BertForSequenceClassification  # noqa: E402
 from bertkit.model import BertModel  # noqa: E402
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -55,6 +61,14 @@ def sts_dev() -> tuple[list[str], list[str], list[float]]:
     with gzip.open(DATA / "glue" / "STS-B" / "dev.tsv.gz", "rt", encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t") for line in f][1:]
     return [r[7] for r in rows], [r[8] for r in rows], [float(r[9]) for r in rows]
+
+
+def sst2(split: str) -> tuple[list[str], list[str]]:
+    import gzip
+
+    with gzip.open(DATA / "glue" / "SST-2" / f"{split}.tsv.gz", "rt", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    return [r[0] for r in rows], [r[1] for r in rows]
 
 
 def sts_train(n: int) -> list[str]:
@@ -95,19 +109,25 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def hf_onnx(directory: Path, work: Path) -> Path:
+def hf_onnx(directory: Path, work: Path, classify: bool = False) -> Path:
     """transformers' graph of the model, exported by optimum (what `ORTModel` and sentence-transformers run)."""
     from optimum.exporters.onnx import main_export
 
-    out = work / "hf-onnx"
+    out = work / ("hf-onnx-cls" if classify else "hf-onnx")
     if not (out / "model.onnx").is_file():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            main_export(str(directory), out, task="feature-extraction", opset=17, do_validation=False)
+            main_export(str(directory), out, task="text-classification" if classify else "feature-extraction",
+                        opset=17, do_validation=False)
     return out / "model.onnx"
 
 
-def ort_peer(directory: Path, work: Path, threads: int, int8: bool) -> Embed:
+def head_out(out: np.ndarray, mask: np.ndarray, classify: bool) -> np.ndarray:
+    """A raw engine's first output as the benchmark compares it: logits as they are, hidden states mean-pooled."""
+    return out if classify else pool(out, mask)
+
+
+def ort_peer(directory: Path, work: Path, threads: int, int8: bool, classify: bool = False) -> Embed:
     """ONNX Runtime on transformers' graph with its transformer fusions (Attention, SkipLayerNorm, BiasGelu), and
     for int8 its dynamic quantisation of the fused graph (weights int8 per channel)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -116,11 +136,12 @@ def ort_peer(directory: Path, work: Path, threads: int, int8: bool) -> Embed:
     from bertkit.config import BertConfig
 
     config = BertConfig.from_json_file(directory / "config.json")
-    fused = work / "ort-fused.onnx"
+    fused = work / f"ort-fused{'-cls' * classify}.onnx"
     if not fused.is_file():
-        opt = optimize_model(str(hf_onnx(directory, work)), model_type="bert", num_heads=config.num_attention_heads,
-                             hidden_size=config.hidden_size)
-        ours = optimize_model(str(onnx_file(directory, BertModel)), model_type="bert",
+        opt = optimize_model(str(hf_onnx(directory, work, classify)), model_type="bert",
+                             num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+        ours = optimize_model(str(onnx_file(directory, BertForSequenceClassification if classify else BertModel)),
+                              model_type="bert",
                               num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
         fused_only = lambda m: {k: v for k, v in m.get_fused_operator_statistics().items() if v}  # noqa: E731
         print(f"    ONNX Runtime fusions on transformers' graph: {fused_only(opt)}; on bertkit's export: "
@@ -130,7 +151,7 @@ def ort_peer(directory: Path, work: Path, threads: int, int8: bool) -> Embed:
     if int8:
         from onnx import TensorProto
 
-        path = work / "ort-fused-int8.onnx"
+        path = work / f"ort-fused{'-cls' * classify}-int8.onnx"
         if not path.is_file():
             quantize_dynamic(str(fused), str(path), weight_type=QuantType.QInt8, per_channel=True,
                              extra_options={"DefaultTensorType": TensorProto.FLOAT})
@@ -140,11 +161,11 @@ def ort_peer(directory: Path, work: Path, threads: int, int8: bool) -> Embed:
     def embed(texts):
         feed = tokens(texts)
         out = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
-        return pool(out, feed["attention_mask"])
+        return head_out(out, feed["attention_mask"], classify)
     return embed
 
 
-def ct2_peer(directory: Path, work: Path, threads: int) -> Embed:
+def ct2_peer(directory: Path, work: Path, threads: int, classify: bool = False) -> Embed:
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
 
@@ -155,27 +176,36 @@ def ct2_peer(directory: Path, work: Path, threads: int) -> Embed:
             TransformersConverter(str(directory)).convert(str(out), quantization="int8")
     encoder = ctranslate2.Encoder(str(out), device="cpu", compute_type="int8", intra_threads=threads)
     tokens = Tokens(directory)
+    if classify:  # CTranslate2 stops at the pooler: the classifier's fp32 product on top, as transformers does
+        from safetensors.numpy import load_file
+
+        weights = load_file(str(directory / "model.safetensors"))
+        w, b = weights["classifier.weight"], weights["classifier.bias"]
 
     def embed(texts):
         feed = tokens(texts)
         lengths = feed["attention_mask"].sum(1)
         ids = [row[:n].tolist() for row, n in zip(feed["input_ids"], lengths)]
-        hidden = np.array(encoder.forward_batch(ids).last_hidden_state)
+        out = encoder.forward_batch(ids)
+        if classify:
+            return np.array(out.pooler_output) @ w.T + b
+        hidden = np.array(out.last_hidden_state)
         return pool(hidden, feed["attention_mask"][:, :hidden.shape[1]])
     return embed
 
 
-def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: Path | None = None) -> Embed:
+def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: Path | None = None,
+                  classify: bool = False) -> Embed:
     """OpenVINO on transformers' graph, or on `graph` (bertkit's own export: what an OpenVINO backend would run)."""
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(str(graph or hf_onnx(directory, work)))
+    model = core.read_model(str(graph or hf_onnx(directory, work, classify)))
     tokens = Tokens(directory)
     if int8:
         import nncf
 
-        calibration = [tokens([t]) for t in sts_train(300)]
+        calibration = [tokens([t]) for t in (sst2("train")[0][:300] if classify else sts_train(300))]
         names = [i.get_any_name() for i in model.inputs]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -188,7 +218,7 @@ def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: 
     def embed(texts):
         feed = tokens(texts)
         out = request.infer({k: feed[k] for k in names})[compiled.outputs[0]]
-        return pool(out, feed["attention_mask"])
+        return head_out(out, feed["attention_mask"], classify)
     return embed
 
 
@@ -206,9 +236,11 @@ def st_peer(directory: Path, work: Path, threads: int, backend: str) -> Embed:
     return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True)
 
 
-def bertkit_peer(directory: Path, threads: int, **settings) -> tuple[Embed, Predictor]:
+def bertkit_peer(directory: Path, threads: int, classify: bool = False, **settings) -> tuple[Embed, Predictor]:
     predictor = Predictor.from_pretrained(directory, PredictorSettings(threads=threads, batch_size=32,
                                                                        max_length=256, **settings))
+    if classify:  # the probabilities, in the label order of config.json (their argmax is the logits')
+        return (lambda texts: np.array([list(r["probs"].values()) for r in predictor.classify(texts)])), predictor
     return (lambda texts: predictor.embed(texts)), predictor
 
 
@@ -239,6 +271,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=["minilm", "base"], default="minilm")
+    ap.add_argument("--task", choices=["stsb", "sst2"], default="stsb",
+                    help="stsb: sentence vectors of MiniLM (or the base shape); sst2: the classifier in --model")
+    ap.add_argument("--model", type=Path, help="--task sst2: a fine-tuned SST-2 classifier directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch1", type=int, default=0, help="sentences timed alone (default 200; base 60)")
     ap.add_argument("--batch32", type=int, default=0, help="sentences timed in 32s (default 640; base 256)")
@@ -247,47 +282,72 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    base = args.shape == "base"
+    base, classify = args.shape == "base", args.task == "sst2"
+    if classify and args.model is None:
+        ap.error("--task sst2 needs --model, a fine-tuned SST-2 classifier directory")
     n1 = args.batch1 or (8 if args.quick else 60 if base else 200)
     n32 = args.batch32 or (64 if args.quick else 256 if base else 640)
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
-    first, second, gold = sts_dev()
+    if classify:
+        first, labels = sst2("dev")
+        second = None
+    else:
+        first, second, gold = sts_dev()
     if args.quick or base:  # random weights: the agreement with fp32 on 200 pairs says enough
         n = 64 if args.quick else 200
-        first, second, gold = first[:n], second[:n], gold[:n]
+        first = first[:n]
+        if classify:
+            labels = labels[:n]
+        else:
+            second, gold = second[:n], gold[:n]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        directory = packaged_model_dir() if not base else model_dir("base", work)
+        directory = args.model if classify else packaged_model_dir() if not base else model_dir("base", work)
         if not base:
             shutil.copytree(directory, work / "model")
             directory = work / "model"
+        if classify:
+            from bertkit.config import BertConfig
+
+            from bertkit.data.tasks import TASKS
+
+            spec = TASKS["sst2"].spec  # SST-2's labels "0" / "1" are named negative / positive in the model
+            names = dict(zip(spec.labels, spec.names))
+            label2id = {v: k for k, v in BertConfig.from_json_file(directory / "config.json").id2label.items()}
+            gold = np.array([label2id[names.get(y, y)] for y in labels])
+        head = BertForSequenceClassification if classify else BertModel
         tokens = Tokens(directory)
+        c = classify
         builders: dict[str, Callable[[], Embed]] = {
-            "bertkit default": lambda: bertkit_peer(directory, args.threads)[0],
-            "bertkit torch fp32": lambda: bertkit_peer(directory, args.threads, backend="torch")[0],
-            "bertkit torch int8": lambda: bertkit_peer(directory, args.threads, backend="torch", int8=True)[0],
-            "bertkit onnx fp32": lambda: bertkit_peer(directory, args.threads, backend="onnx")[0],
-            "bertkit onnx int8": lambda: bertkit_peer(directory, args.threads, backend="onnx", int8=True)[0],
-            "ONNX Runtime fused fp32": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, False),
+            "bertkit default": lambda: bertkit_peer(directory, args.threads, c)[0],
+            "bertkit torch fp32": lambda: bertkit_peer(directory, args.threads, c, backend="torch")[0],
+            "bertkit torch int8": lambda: bertkit_peer(directory, args.threads, c, backend="torch", int8=True)[0],
+            "bertkit onnx fp32": lambda: bertkit_peer(directory, args.threads, c, backend="onnx")[0],
+            "bertkit onnx int8": lambda: bertkit_peer(directory, args.threads, c, backend="onnx", int8=True)[0],
+            "ONNX Runtime fused fp32": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, False, c),
                                                                 tokens),
-            "ONNX Runtime fused int8": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, True),
+            "ONNX Runtime fused int8": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, True, c),
                                                                 tokens),
-            "CTranslate2 int8": lambda: by_length_in_32s(ct2_peer(directory, work, args.threads), tokens),
-            "OpenVINO fp32": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, False), tokens),
+            "CTranslate2 int8": lambda: by_length_in_32s(ct2_peer(directory, work, args.threads, c), tokens),
+            "OpenVINO fp32": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, False,
+                                                                    classify=c), tokens),
             "OpenVINO fp32 on bertkit's export": lambda: by_length_in_32s(openvino_peer(
-                directory, work, args.threads, False, onnx_file(directory, BertModel)), tokens),
-            "OpenVINO int8 (NNCF)": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, True),
-                                                             tokens),
-            "sentence-transformers torch": lambda: st_peer(directory, work, args.threads, "torch"),
-            "sentence-transformers onnx": lambda: st_peer(directory, work, args.threads, "onnx"),
-            "sentence-transformers openvino": lambda: st_peer(directory, work, args.threads, "openvino"),
+                directory, work, args.threads, False, onnx_file(directory, head), c), tokens),
+            "OpenVINO int8 (NNCF)": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, True,
+                                                                           classify=c), tokens),
         }
+        if not classify:
+            builders.update({
+                "sentence-transformers torch": lambda: st_peer(directory, work, args.threads, "torch"),
+                "sentence-transformers onnx": lambda: st_peer(directory, work, args.threads, "onnx"),
+                "sentence-transformers openvino": lambda: st_peer(directory, work, args.threads, "openvino")})
         if args.only:
             wanted = [w.strip() for w in args.only.split(",")]
             builders = {k: v for k, v in builders.items() if k == "bertkit torch fp32" or any(w in k for w in wanted)}
         default_backend = bertkit_peer(directory, args.threads)[1].describe()
-        print(f"{args.shape}, {args.threads} threads, torch {torch.__version__}; bertkit's default: {default_backend}")
+        what = f"{directory.name} on SST-2" if classify else args.shape
+        print(f"{what}, {args.threads} threads, torch {torch.__version__}; bertkit's default: {default_backend}")
         peers: dict[str, Embed] = {}
         for name, build in builders.items():
             start = time.perf_counter()
@@ -299,9 +359,16 @@ def main() -> None:
             print(f"  {name}: ready in {time.perf_counter() - start:.1f} s")
 
         # accuracy on the same evaluation, before timing (it also warms every stack up)
-        report: dict = {"shape": args.shape, "threads": args.threads, "default": default_backend, "peers": {}}
-        vectors = {name: (embed(first), embed(second)) for name, embed in peers.items()}
-        reference = vectors["bertkit torch fp32"]
+        report: dict = {"shape": args.shape, "task": args.task, "threads": args.threads, "default": default_backend,
+                        "peers": {}}
+        if classify:
+            predicted = {name: embed(first).argmax(1) for name, embed in peers.items()}
+            for name, p in predicted.items():
+                report["peers"][name] = {"sst2_accuracy": round(100 * float((p == gold).mean()), 2),
+                                         "equal_labels_to_fp32": round(float(
+                                             (p == predicted["bertkit torch fp32"]).mean()), 4)}
+        vectors = {} if classify else {name: (embed(first), embed(second)) for name, embed in peers.items()}
+        reference = vectors.get("bertkit torch fp32")
         for name, (a, b) in vectors.items():
             row = report["peers"].setdefault(name, {})
             if base:
@@ -329,7 +396,7 @@ def main() -> None:
                 rates[name].append(len(batched) / (time.perf_counter() - start))
         ref1 = statistics.median(times1["bertkit torch fp32"])
         print(f"\n{len(alone)} sentences alone and {len(batched)} in 32s, x {repeats} repeats (medians); accuracy "
-              f"on {len(first)} STS-B dev pairs")
+              f"on {len(first)} " + ("SST-2 dev sentences" if classify else "STS-B dev pairs"))
         print(f"  {'stack':32s} {'batch 1 p50':>12s} {'p90':>8s} {'batch 32/s':>11s}  accuracy")
         for name in names:
             p50 = statistics.median(times1[name])
@@ -338,8 +405,9 @@ def main() -> None:
             row = report["peers"][name]
             row.update({"batch1_p50_ms": round(p50, 3), "batch1_p90_ms": round(p90, 3),
                         "batch32_per_s": round(rate, 1)})
-            acc = (f"Spearman {row['stsb_spearman']:.2f}, " if "stsb_spearman" in row else "") + \
-                f"min cos {row['min_cosine_to_fp32']:.4f}"
+            acc = (f"accuracy {row['sst2_accuracy']:.2f}, labels equal to fp32 {row['equal_labels_to_fp32']:.4f}"
+                   if classify else (f"Spearman {row['stsb_spearman']:.2f}, " if "stsb_spearman" in row else "")
+                   + f"min cos {row['min_cosine_to_fp32']:.4f}")
             print(f"  {name:32s} {p50:9.2f} ms {p90:6.2f} ms {rate:9.0f}/s  {acc}  ({ref1 / p50:.2f}x torch at 1)")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
