@@ -10,7 +10,8 @@ import torch
 
 from bertkit import (BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
                      BertForTokenClassification, BertModel, Tokenizer)
-from bertkit.infer.calibrate import int8_if_it_agrees, int8_if_it_agrees_on_file
+from bertkit.infer.batchio import int8_if_it_agrees_on_file
+from bertkit.infer.calibrate import int8_if_it_agrees
 from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.task_families import classification, embedding, qa, regression, tagging
 

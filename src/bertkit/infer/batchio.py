@@ -367,6 +367,33 @@ def check_batching(batch_size: int, max_tokens: int) -> None:
         raise InputError(f"--max-tokens {max_tokens}: must be 0 (off) or more")
 
 
+CALIBRATION_SAMPLE = 500  # inputs of a calibration file read at most (the first ones)
+
+
+def int8_if_it_agrees_on_file(path: str | Path, sample: str | Path, settings=None, pairs: bool = False,
+                              threshold: float | None = None, max_chars: int | None = None):
+    """(Predictor, `calibrate.Agreement`): `calibrate.int8_if_it_agrees` on the first `CALIBRATION_SAMPLE` inputs
+    of the file `sample`, in the format `bertkit predict` reads for this model (lines of text, `pairs`:
+    text<TAB>text_pair, or JSON lines of the family's `input_fields`)."""
+    from dataclasses import replace
+
+    from bertkit.infer.calibrate import int8_if_it_agrees
+    from bertkit.infer.predictor import Predictor, PredictorSettings
+
+    settings = settings or PredictorSettings()
+    fp32 = Predictor.from_pretrained(path, replace(settings, int8=False))
+    family = fp32.task_family
+    max_chars = max_chars or MAX_CHARS
+    lines = read_json_inputs(str(sample), family.input_fields, max_chars, family.whole_text_reason) \
+        if family.input_fields else read_inputs(str(sample), pairs, max_chars)
+    rows = list(itertools.islice(lines, CALIBRATION_SAMPLE))
+    texts = [r.text for r in rows]
+    second = [r.pair for r in rows] if family.input_fields or pairs else None
+    if not texts:
+        raise ValueError(f"{sample}: no calibration inputs in it")
+    return int8_if_it_agrees(path, texts, second, settings, threshold, fp32=fp32)
+
+
 def predict_file(model: str, input: str, output: str, settings, pairs: bool = False, max_chars: int = MAX_CHARS,
                  chunk: int = PREDICT_CHUNK, calibration: str | None = None) -> tuple[int, str]:
     """One JSON object per line of `input`, as the model's task family answers it (`Family.predict`): lines of
@@ -374,7 +401,6 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
     `calibration`: a file of inputs in the same format; int8 only where it agrees with fp32 on them."""
     from tqdm import tqdm
 
-    from bertkit.infer.calibrate import int8_if_it_agrees_on_file
     from bertkit.infer.predictor import Predictor
 
     check_batching(settings.batch_size, settings.max_tokens)

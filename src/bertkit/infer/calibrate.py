@@ -44,7 +44,6 @@ class Agreement:
                 "fp32_s": self.fp32_s, "int8_s": self.int8_s, "int8": self.accepted}
 
 
-SAMPLE = 500  # calibration inputs read from a file at most (the first ones)
 WARM = 32  # inputs run once before the timed pass (first calls pay for allocations and kernel choices)
 
 
@@ -84,26 +83,3 @@ def int8_if_it_agrees(path: str | Path, texts: Sequence[str], pairs: Sequence[st
     log.info("%s: %s", path, report.line())
     return chosen, report
 
-
-def int8_if_it_agrees_on_file(path: str | Path, sample: str | Path, settings: PredictorSettings | None = None,
-                              pairs: bool = False, threshold: float | None = None,
-                              max_chars: int | None = None) -> tuple[Predictor, Agreement]:
-    """`int8_if_it_agrees` on the first `SAMPLE` inputs of the file `sample`, in the format `bertkit predict`
-    reads for this model (lines of text, `pairs`: text<TAB>text_pair, or JSON lines of the family's
-    `input_fields`)."""
-    from itertools import islice
-
-    from bertkit.infer.batchio import MAX_CHARS, read_inputs, read_json_inputs
-
-    settings = settings or PredictorSettings()
-    fp32 = Predictor.from_pretrained(path, replace(settings, int8=False))
-    family = fp32.task_family
-    max_chars = max_chars or MAX_CHARS
-    lines = read_json_inputs(str(sample), family.input_fields, max_chars, family.whole_text_reason) \
-        if family.input_fields else read_inputs(str(sample), pairs, max_chars)
-    rows = list(islice(lines, SAMPLE))
-    texts = [r.text for r in rows]
-    second = [r.pair for r in rows] if family.input_fields or pairs else None
-    if not texts:
-        raise ValueError(f"{sample}: no calibration inputs in it")
-    return int8_if_it_agrees(path, texts, second, settings, threshold, fp32=fp32)

@@ -667,7 +667,7 @@ def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "au
                     cache_size: int = 0, calibration: dict[str, str] | None = None) -> dict[str, Predictor]:
     """`calibration` {model name: file of inputs}: that model in int8 only where it agrees with fp32 on them
     (`infer.calibrate`)."""
-    from bertkit.infer.calibrate import int8_if_it_agrees_on_file
+    from bertkit.infer.batchio import int8_if_it_agrees_on_file
     from bertkit.infer.predictor import PredictorSettings
 
     settings = PredictorSettings(threads=threads, backend=backend, int8=int8, cache_size=cache_size)
