@@ -19,7 +19,7 @@ Deviations from the reference, all behind the same interface:
 - An ONNX export traces the padded layout instead (`BertModel.unpad = False`, every position computed, keys
   masked), with attention spelled out as the reference writes it (scores / sqrt(d) + additive mask, softmax,
   times values): SDPA's export wraps every layer in shape arithmetic and NaN guards (750 nodes for MiniLM against
-  388), which cost ONNX Runtime ~8 % at batch 1 (benchmarks/RESULTS.md, "The export's graph").
+  388), which cost ONNX Runtime 8-16 % at batch 1 (benchmarks/RESULTS.md, "The export's graph").
 """
 
 from __future__ import annotations
