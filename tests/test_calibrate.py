@@ -53,7 +53,7 @@ def test_int8_kept_only_at_the_threshold_and_the_agreement_is_what_both_answer(t
     refused, report = int8_if_it_agrees(path, TEXTS, settings=settings, threshold=1.01)
     assert not report.accepted and not refused.settings.int8 and "fp32 kept" in refused.describe()
     assert [r["label"] for r in refused.classify(TEXTS)] == [r["label"] for r in fp32]
-    assert report.as_dict()["int8"] is False and report.threshold == 1.01
+    assert report.accepted is False and report.threshold == 1.01
     default = int8_if_it_agrees(path, TEXTS, settings=settings)[1]
     assert default.threshold == classification.FAMILY.agreement_threshold == 0.99
 

@@ -22,7 +22,7 @@ log = logging.getLogger("bertkit.calibrate")
 
 @dataclass
 class Agreement:
-    measure: str  # what was compared, e.g. "labels equal"
+    measure: str  # what was compared, e.g. "share of equal labels"
     value: float  # int8 against fp32 on the sample, in [0, 1] (correlation and cosine may go below 0)
     threshold: float  # int8 is kept at or above it
     n: int  # calibration inputs
@@ -38,10 +38,6 @@ class Agreement:
         verdict = "int8 used" if self.accepted else "fp32 kept"
         return (f"int8 against fp32 on {self.n} calibration inputs: {self.measure} {self.value:.4f} (threshold "
                 f"{self.threshold}), int8 {speed:.2f}x the speed of fp32 on them: {verdict}")
-
-    def as_dict(self) -> dict:
-        return {"measure": self.measure, "value": self.value, "threshold": self.threshold, "n": self.n,
-                "fp32_s": self.fp32_s, "int8_s": self.int8_s, "int8": self.accepted}
 
 
 WARM = 32  # inputs run once before the timed pass (first calls pay for allocations and kernel choices)

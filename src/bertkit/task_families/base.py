@@ -99,9 +99,10 @@ class Family:
         two precisions of one model (`infer.calibrate`). Vectors: their mean cosine."""
         import numpy as np
 
-        x, y = (np.asarray([r["vector"] for r in side], dtype=np.float64) for side in (a, b))
-        cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
-        return "mean cosine of the vectors", float(cos.mean())
+        from bertkit.apps.search import normalize
+
+        x, y = (normalize(np.asarray([r["vector"] for r in side], dtype=np.float64)) for side in (a, b))
+        return "mean cosine of the vectors", float((x * y).sum(1).mean())
 
     # ---- the HTTP service -----------------------------------------------------------------------------------
     def schema(self, endpoint: str) -> tuple[dict, str]:
