@@ -1,9 +1,10 @@
 """The strongest CPU inference stacks, side by side in one process: bertkit's paths (its default, and each backend
 and precision by name) against ONNX Runtime with its transformer fusions (fp32, int8), CTranslate2 (int8),
-OpenVINO (fp32; int8 by NNCF's post-training quantiser, calibrated on STS-B train sentences) and
-sentence-transformers (PyTorch, and its ONNX and OpenVINO backends), and OpenVINO on bertkit's own export (what
-an OpenVINO backend would run), on the same model and the same real
-sentences: text in, mean-pooled vector out, each stack through its own API with the same threads.
+OpenVINO (fp32, bf16; int8 by NNCF's post-training quantiser, calibrated on STS-B train sentences) and
+sentence-transformers (PyTorch, and its ONNX and OpenVINO backends, the latter in fp32 and bf16), on the same model
+and the same real sentences: text in, mean-pooled vector out, each stack through its own API with the same threads.
+OpenVINO's precision is always named: its default is bf16 on a CPU with bf16 instructions (this one has
+AVX512_BF16), so an OpenVINO row without a precision hint is a bf16 row.
 
     make peers-venv                                          # .venv-peers: bertkit + the peers (optimum pins an
                                                              # older transformers, so they get a venv of their own)
@@ -195,8 +196,10 @@ def ct2_peer(directory: Path, work: Path, threads: int, classify: bool = False) 
 
 
 def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: Path | None = None,
-                  classify: bool = False) -> Embed:
-    """OpenVINO on transformers' graph, or on `graph` (bertkit's own export: what an OpenVINO backend would run)."""
+                  classify: bool = False, precision: str = "f32") -> Embed:
+    """OpenVINO on transformers' graph, or on `graph` (bertkit's own export, which its openvino backend runs), in
+    `precision` (OpenVINO's INFERENCE_PRECISION_HINT for what is not int8: its own default is bf16 on a CPU with
+    bf16 instructions, so fp32 must be asked for)."""
     import openvino as ov
 
     core = ov.Core()
@@ -211,7 +214,8 @@ def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: 
             warnings.simplefilter("ignore")
             model = nncf.quantize(model, nncf.Dataset(calibration, lambda f: {k: f[k] for k in names}),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=300)
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_PRECISION_HINT": precision})
     names = [i.get_any_name() for i in compiled.inputs]
     request = compiled.create_infer_request()
 
@@ -222,7 +226,7 @@ def openvino_peer(directory: Path, work: Path, threads: int, int8: bool, graph: 
     return embed
 
 
-def st_peer(directory: Path, work: Path, threads: int, backend: str) -> Embed:
+def st_peer(directory: Path, work: Path, threads: int, backend: str, precision: str = "f32") -> Embed:
     from sentence_transformers import SentenceTransformer
 
     copy = work / f"st-{backend}"  # the ONNX / OpenVINO backends export into the model's directory
@@ -230,7 +234,9 @@ def st_peer(directory: Path, work: Path, threads: int, backend: str) -> Embed:
         shutil.copytree(directory, copy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs = {"model_kwargs": {"ov_config": {"INFERENCE_NUM_THREADS": threads}}} if backend == "openvino" else {}
+        kwargs = {"model_kwargs": {"ov_config": {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_PRECISION_HINT": precision}}} \
+            if backend == "openvino" else {}
         model = SentenceTransformer(str(copy), device="cpu", backend=backend, **kwargs)
     model.max_seq_length = 256
     return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True)
@@ -316,7 +322,6 @@ def main() -> None:
             names = dict(zip(spec.labels, spec.names))
             label2id = {v: k for k, v in BertConfig.from_json_file(directory / "config.json").id2label.items()}
             gold = np.array([label2id[names.get(y, y)] for y in labels])
-        head = BertForSequenceClassification if classify else BertModel
         tokens = Tokens(directory)
         c = classify
         builders: dict[str, Callable[[], Embed]] = {
@@ -325,6 +330,8 @@ def main() -> None:
             "bertkit torch int8": lambda: bertkit_peer(directory, args.threads, c, backend="torch", int8=True)[0],
             "bertkit onnx fp32": lambda: bertkit_peer(directory, args.threads, c, backend="onnx")[0],
             "bertkit onnx int8": lambda: bertkit_peer(directory, args.threads, c, backend="onnx", int8=True)[0],
+            "bertkit openvino fp32": lambda: bertkit_peer(directory, args.threads, c, backend="openvino")[0],
+            "bertkit bf16": lambda: bertkit_peer(directory, args.threads, c, bf16=True)[0],
             "ONNX Runtime fused fp32": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, False, c),
                                                                 tokens),
             "ONNX Runtime fused int8": lambda: by_length_in_32s(ort_peer(directory, work, args.threads, True, c),
@@ -332,8 +339,8 @@ def main() -> None:
             "CTranslate2 int8": lambda: by_length_in_32s(ct2_peer(directory, work, args.threads, c), tokens),
             "OpenVINO fp32": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, False,
                                                                     classify=c), tokens),
-            "OpenVINO fp32 on bertkit's export": lambda: by_length_in_32s(openvino_peer(
-                directory, work, args.threads, False, onnx_file(directory, head), c), tokens),
+            "OpenVINO bf16": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, False,
+                                                                    classify=c, precision="bf16"), tokens),
             "OpenVINO int8 (NNCF)": lambda: by_length_in_32s(openvino_peer(directory, work, args.threads, True,
                                                                            classify=c), tokens),
         }
@@ -341,7 +348,9 @@ def main() -> None:
             builders.update({
                 "sentence-transformers torch": lambda: st_peer(directory, work, args.threads, "torch"),
                 "sentence-transformers onnx": lambda: st_peer(directory, work, args.threads, "onnx"),
-                "sentence-transformers openvino": lambda: st_peer(directory, work, args.threads, "openvino")})
+                "sentence-transformers openvino fp32": lambda: st_peer(directory, work, args.threads, "openvino"),
+                "sentence-transformers openvino bf16": lambda: st_peer(directory, work, args.threads, "openvino",
+                                                                       "bf16")})
         if args.only:
             wanted = [w.strip() for w in args.only.split(",")]
             builders = {k: v for k, v in builders.items() if k == "bertkit torch fp32" or any(w in k for w in wanted)}

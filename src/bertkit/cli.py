@@ -377,12 +377,14 @@ def run_evaluate(args) -> None:
 
 
 BACKEND_HELP = ("auto (default): ONNX Runtime where the model has an ONNX graph, exported once into the cache "
-                "($BERTKIT_CACHE, else ~/.cache/bertkit), else PyTorch; or torch / onnx by name. The choice is "
-                "printed when the model loads")
+                "($BERTKIT_CACHE, else ~/.cache/bertkit), else PyTorch; OpenVINO for --bf16; or torch / onnx / "
+                "openvino by name. The choice is printed when the model loads")
 CALIBRATION_HELP = ("int8 only if it agrees with fp32 on the first 500 inputs of FILE (the --input format; "
                     "labels, entities or answers equal, scores or vectors correlated: see infer/calibrate.py); "
                     "the agreement and the choice are printed")
-PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8")
+BF16_HELP = ("bfloat16 on OpenVINO (pip install 'bertkit[openvino]'), on a CPU with bf16 instructions: 1.7-2x "
+             "fp32's throughput here, outputs a little off fp32 (benchmarks/RESULTS.md)")
+PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8", "bf16")
 
 
 def add_predict(d) -> None:
@@ -397,7 +399,7 @@ def add_predict(d) -> None:
         "pairs": "each line is text<TAB>text_pair (pair tasks)", "max_chars": MAX_CHARS_HELP.format(default=MAX_CHARS)})
     add_fields(d, PredictorSettings, PREDICT_FIELDS, keep_default=True, choices={"backend": list(BACKENDS)}, help={
         "backend": BACKEND_HELP,
-        "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)",
+        "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)", "bf16": BF16_HELP,
         "max_length": "tokens per window (default: the model's limit)",
         "batch_size": "inputs per model call at most (default %(default)s)",
         "max_tokens": "tokens per model call at most, padding included (default %(default)s: off)"})
@@ -408,8 +410,8 @@ def run_predict(args) -> None:
     from bertkit.infer.batchio import predict_file
     from bertkit.infer.predictor import PredictorSettings
 
-    if args.int8_calibration and args.int8:
-        raise InputError("--int8-calibration: decides int8 itself; drop --int8")
+    if args.int8_calibration and (args.int8 or args.bf16):
+        raise InputError(f"--int8-calibration: decides int8 itself; drop --{'int8' if args.int8 else 'bf16'}")
     settings = PredictorSettings(**{k: getattr(args, k) for k in PREDICT_FIELDS})
     n, family = predict_file(args.model, args.input, args.output, settings, args.pairs, args.max_chars,
                              calibration=args.int8_calibration, **_chunk(PREDICT_CHUNK))
@@ -550,6 +552,7 @@ SERVE_HELP = {"max_batch": "items per model call", "max_wait_ms": "how long a re
               "api_key": "require this key on everything but /healthz and the page (Authorization: Bearer KEY, "
                          "or X-API-Key); or BERTKIT_API_KEY",
               "threads": "threads per process (PyTorch or ONNX Runtime)", "backend": BACKEND_HELP,
+              "bf16": BF16_HELP,
               "cache_size": "LRU cache entries per model (0: none)"}
 SERVE_FIELDS = ("api_key", "max_items", "max_chars", "on_long_text", "max_tokens", "max_cluster_items",
                 "max_cluster_tokens", "request_timeout_s",
@@ -569,7 +572,7 @@ def add_serve(s) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1, help="processes (one thread per core is the CPU rule)")
-    add_params(s, load_predictors, ("threads", "backend", "int8", "cache_size"), help=SERVE_HELP,
+    add_params(s, load_predictors, ("threads", "backend", "int8", "bf16", "cache_size"), help=SERVE_HELP,
                choices={"backend": list(BACKENDS)}, flags={"cache_size": "--cache"})
     s.add_argument("--int8-calibration", action="append", default=[], metavar="[NAME=]FILE",
                    help=CALIBRATION_HELP + "; NAME: the model it is for (repeat for several)")
@@ -620,8 +623,8 @@ def run_serve(args) -> None:
                         lambda p: None if p.is_file() else f"{p}: no such file")
     if unknown := set(calibration) - set(models):
         raise InputError(f"--int8-calibration: no model named {sorted(unknown)[0]!r} (served: {', '.join(models)})")
-    if calibration and args.int8:
-        raise InputError("--int8-calibration: decides int8 itself; drop --int8")
+    if calibration and (args.int8 or args.bf16):
+        raise InputError(f"--int8-calibration: decides int8 itself; drop --{'int8' if args.int8 else 'bf16'}")
     try:
         loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
     except ValueError:  # a host name: it may resolve beyond this machine
@@ -630,7 +633,8 @@ def run_serve(args) -> None:
         print(f"bertkit serve: warning: listening on {args.host}, beyond this machine, without --api-key: anyone "
               f"who reaches the port can use the models", file=sys.stderr, flush=True)
     os.environ[CONFIG_ENV] = json.dumps({"models": models, "indexes": indexes, "threads": args.threads,
-                                         "backend": args.backend, "int8": args.int8, "cache_size": args.cache_size,
+                                         "backend": args.backend, "int8": args.int8, "bf16": args.bf16,
+                                         "cache_size": args.cache_size,
                                          "calibration": calibration,
                                          "settings": dataclasses.asdict(settings)})
     app = app_from_env() if args.workers == 1 else None  # load here: a bad model fails before the port opens
@@ -828,7 +832,8 @@ def run_index(args) -> None:
         print(json.dumps(read_manifest(args.index), indent=1, ensure_ascii=False))
 
 
-EMBED_PARAMS = ("text_field", "id_field", "dtype", "batch_size", "max_tokens", "chunk_size", "backend", "int8", "threads",
+EMBED_PARAMS = ("text_field", "id_field", "dtype", "batch_size", "max_tokens", "chunk_size", "backend", "int8", "bf16",
+                "threads",
                 "normalize", "resume", "overwrite")
 
 
@@ -849,7 +854,8 @@ def add_embed(m) -> None:
         "chunk_size": f"texts read, embedded and committed at a time: a crash loses at most one chunk (default "
                       f"{CHUNK_SIZE}, or the interrupted run's with --resume)",
         "backend": BACKEND_HELP,
-        "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)", "threads": "torch / ONNX Runtime threads",
+        "int8": "dynamic int8 Linear layers (torch or ONNX Runtime)", "bf16": BF16_HELP,
+        "threads": "torch / ONNX Runtime threads",
         "normalize": "L2-normalise the vectors (a model ending in Normalize is normalised anyway)",
         "resume": "continue an interrupted run in --output (same model, inputs and settings)",
         "overwrite": OVERWRITE_HELP.format(what="vectors")})

@@ -251,14 +251,14 @@ def read_chunk(job: Job, k: int, tok=None, max_length: int | None = None) -> tup
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
-def predictor_settings(batch_size: int, max_tokens: int, backend: str, int8: bool, threads: int):
+def predictor_settings(batch_size: int, max_tokens: int, backend: str, int8: bool, threads: int, bf16: bool = False):
     from bertkit.infer.predictor import BACKENDS, PredictorSettings
 
     check_batching(batch_size, max_tokens)
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     return PredictorSettings(batch_size=batch_size, max_tokens=max_tokens, backend=backend, int8=int8,
-                             threads=threads)
+                             threads=threads, bf16=bf16)
 
 
 def load_predictor(model_dir: str | Path, settings):
@@ -299,21 +299,21 @@ def _changed(before: dict, now: dict) -> list[str]:
 def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
                  text_field: str = "text", id_field: str | None = None, dtype: str = "float32",
                  batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS, chunk_size: int | None = None,
-                 backend: str = "auto", int8: bool = False, threads: int = 0, normalize: bool = False,
-                 resume: bool = False, overwrite: bool = False, runner=None, progress: bool | None = None) -> Vectors:
+                 backend: str = "auto", int8: bool = False, bf16: bool = False, threads: int = 0,
+                 normalize: bool = False, resume: bool = False, overwrite: bool = False, runner=None, progress: bool | None = None) -> Vectors:
     """Embed every text of `inputs` with the model in `model_dir` into the vectors directory `output`, and open it.
 
     dtype: float32, float16 or int8 (per-row symmetric scale); normalize: L2-normalise (a model that ends in
     Normalize is normalised anyway; meta.json `normalized` says which). max_tokens: tokens per batch (rows x the
     longest, padding included; 0: batches of batch_size rows), batch_size: rows per batch at most. threads /
-    backend / int8: the Predictor's. chunk_size (default CHUNK_SIZE, or the interrupted run's on resume): rows per
+    backend / int8 / bf16: the Predictor's. chunk_size (default CHUNK_SIZE, or the interrupted run's on resume): rows per
     commit. resume: continue an interrupted run in `output`; overwrite: replace an existing `output` (built aside,
     swapped in at the end). runner: what computes the chunks, `runner(predictor, model_dir, job, first, normalize)`
     -> (ids, vectors) of chunks first.. in order (default `local_chunks`; Ray Data: `bertkit.apps.embed_ray`).
     progress: a progress bar (default: when stderr is a terminal)."""
     if dtype not in DTYPES:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads)
+    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads, bf16)
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: model directory not found")
@@ -338,7 +338,8 @@ def embed_corpus(model_dir: str | Path, inputs: Sequence[str | Path], output: st
     meta = {"model": {"path": str(model_dir), "name": "/".join(model_dir.resolve().parts[-2:]),
                       "fingerprint": model_fingerprint(model_dir)},
             "dtype": dtype, "normalize": normalize,
-            "run": {"backend": predictor.settings.backend, "int8": int8, "max_length": predictor.max_length},
+            "run": {"backend": predictor.settings.backend, "int8": int8, "max_length": predictor.max_length,
+                    **({"bf16": True} if bf16 else {})},  # (absent when off: older runs still resume)
             "job": job.record()}
     if before is not None:
         changed = _changed(before, meta)

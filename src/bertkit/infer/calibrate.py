@@ -49,7 +49,7 @@ def int8_if_it_agrees(path: str | Path, texts: Sequence[str], pairs: Sequence[st
     """The model in `path` in int8 if its answers on `texts` (and `pairs`: text pairs, or a QA model's contexts
     with `texts` its questions) agree with fp32's at least `threshold` (default: the family's
     `agreement_threshold`), else in fp32; with what was measured. Both load on `settings.backend` (`fp32`: the
-    fp32 one already loaded)."""
+    fp32 one already loaded); where fp32 runs on OpenVINO, which offers no int8, int8 is ONNX Runtime's."""
     settings = settings or PredictorSettings()
     if not texts:
         raise ValueError("int8 calibration: no inputs (give a sample of what the model will read)")
@@ -61,7 +61,8 @@ def int8_if_it_agrees(path: str | Path, texts: Sequence[str], pairs: Sequence[st
         raise ValueError(f"{path}: already int8 (a `bertkit quantize` directory): give the float model")
     if family.agreement_threshold is None:
         raise ValueError(f"{path}: no int8 calibration for {family.name} models (ask for int8 by name)")
-    int8 = Predictor.from_pretrained(path, replace(settings, int8=True, backend=fp32.settings.backend))
+    backend = "onnx" if fp32.settings.backend == "openvino" else fp32.settings.backend
+    int8 = Predictor.from_pretrained(path, replace(settings, int8=True, backend=backend))
 
     def answers(p: Predictor) -> tuple[list[dict], float]:
         family.predict(p, list(texts[:WARM]), None if pairs is None else list(pairs[:WARM]))

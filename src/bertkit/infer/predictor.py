@@ -19,11 +19,14 @@ A model that `from_pretrained` loads in fp32 on the torch backend has its Linear
 Options (`PredictorSettings`), none of which is a second code path:
 - `backend`: `"auto"` (the default of `from_pretrained`) takes the fastest engine installed for the model: ONNX
   Runtime (`infer/onnxrt.py`, the export cached outside the model's directory) where the head has an ONNX graph,
-  PyTorch otherwise (fill-mask, a `bertkit quantize` directory, no onnxruntime); `"torch"` or `"onnx"` by name.
+  PyTorch otherwise (fill-mask, a `bertkit quantize` directory, no onnxruntime); `"torch"`, `"onnx"` or
+  `"openvino"` (`infer/openvino_rt.py`: the same export, compiled by OpenVINO) by name.
   `Predictor.describe()` says which ran and why; `explain` and the embeddings of a task model need gradients or
   the encoder alone and read the float PyTorch model of the same directory, loaded on first use;
 - `int8=True`: dynamic int8 Linear layers (`infer/quantize.py`; with the ONNX backend, ONNX Runtime's own int8);
   a directory written by `bertkit quantize` is int8 whatever this says;
+- `bf16=True`: bfloat16 matrix products on OpenVINO (`auto` picks it), on a CPU with bf16 instructions: the
+  throughput tier beside int8, with outputs closer to fp32 (benchmarks/RESULTS.md);
 - `max_tokens=N`: batches of at most N tokens (rows x the longest of the batch, padding included) as well as at
   most `batch_size` rows, so short texts can go in large batches (small matrix products are overhead-bound; the
   gain depends on the machine's load, see benchmarks/embed.py) and long ones in small ones (bounded memory);
@@ -79,28 +82,40 @@ def evaluating(model):
 
 
 log = logging.getLogger("bertkit.predictor")
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+GRAPH_BACKENDS = ("onnx", "openvino")  # run the cached ONNX export (`onnx_file`), every padded position computed
 
 
-def choose_backend(requested: str, head: type, config: BertConfig, quantized: bool = False) -> tuple[str, str]:
+def choose_backend(requested: str, head: type, config: BertConfig, quantized: bool = False,
+                   bf16: bool = False) -> tuple[str, str]:
     """(backend, why) for a model of class `head`: `requested` if it names one, else the fastest installed that can
-    run it: ONNX Runtime, 1.7-2.8x PyTorch's speed at batch 1 and level with it at batch 32 (benchmarks/peers.py
-    and batch1.py, MiniLM and the BERT-base shape, 2 threads)."""
+    run it: ONNX Runtime, 1.7-2.8x PyTorch's speed at batch 1 and level with it at batch 32, and faster than
+    OpenVINO in fp32 (benchmarks/peers.py and batch1.py, MiniLM and the BERT-base shape, 2 threads); for `bf16`,
+    OpenVINO, the one engine here with bf16 kernels."""
     import importlib.util
 
     if requested not in BACKENDS:
         raise ValueError(f"backend '{requested}': choose one of {', '.join(BACKENDS)}")
+    if bf16 and requested not in ("auto", "openvino"):
+        raise ValueError(f"bf16 runs on the openvino backend, not {requested}")
     if requested != "auto":
         return requested, "asked for"
-    if quantized:
-        return "torch", "auto: a `bertkit quantize` directory runs in PyTorch"
     family = family_of(head, config)
+    if quantized:
+        if bf16:
+            raise ValueError("bf16: a `bertkit quantize` directory is int8; give the float model")
+        return "torch", "auto: a `bertkit quantize` directory runs in PyTorch"
     if family is None or not family.onnx_outputs:
+        if bf16:
+            raise ValueError(f"bf16: {family.name if family else head.__name__} has no ONNX graph to run in bf16")
         return "torch", f"auto: {family.name if family else head.__name__} has no ONNX graph"
-    missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+    needed = ("openvino", "onnx") if bf16 else ("onnxruntime", "onnx")
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing and bf16:
+        raise ImportError(f"bf16 needs {' and '.join(missing)}: pip install 'bertkit[openvino]'")
     if missing:
         return "torch", f"auto: {' and '.join(missing)} not installed"
-    return "onnx", "auto: the fastest engine installed"
+    return ("openvino", "auto: the engine with bf16 kernels") if bf16 else ("onnx", "auto: the fastest engine installed")
 
 
 @dataclass
@@ -110,8 +125,10 @@ class PredictorSettings:
     max_length: int | None = None  # None: the model's longest input (`BertConfig.max_length`)
     threads: int = 0  # torch / ONNX Runtime threads; 0 leaves the library's choice
     qa: QASettings = field(default_factory=QASettings)
-    backend: str = "auto"  # auto (the fastest installed: onnx where the head exports, else torch) | torch | onnx
+    backend: str = "auto"  # auto (the fastest installed: onnx where the head exports, else torch) | torch | onnx |
+    # openvino
     int8: bool = False
+    bf16: bool = False  # bfloat16 matrix products on OpenVINO, where the CPU has bf16 instructions
     cache_size: int = 0  # rows kept in the LRU cache; 0: no cache
 
 
@@ -132,7 +149,8 @@ class Predictor:
                              f"give at least 1 row per batch and a token budget of 0 (off) or more")
         is_module = isinstance(model, torch.nn.Module)
         if self.settings.backend == "auto":  # a model given as it is runs where it is
-            self.settings = replace(self.settings, backend="torch" if is_module else "onnx")
+            given = "torch" if is_module else "openvino" if type(model).__name__ == "OpenVinoModel" else "onnx"
+            self.settings = replace(self.settings, backend=given)
         self.reason = "given"  # why this backend (`from_pretrained` says why it chose one)
         # the directory a float PyTorch model can be read from when one is needed (`float_model`)
         self.source: Path | None = None
@@ -176,7 +194,9 @@ class Predictor:
             window = sentence_window(layout.max_seq_length, tokenizer.model_max_length, config.max_length)
             settings = replace(settings, max_length=window)
         quantized = int8_dir(directory)
-        backend, reason = choose_backend(settings.backend, head, config, quantized)
+        if settings.int8 and settings.bf16:
+            raise ValueError("int8 and bf16: choose one precision")
+        backend, reason = choose_backend(settings.backend, head, config, quantized, settings.bf16)
         settings = replace(settings, backend=backend)
         if quantized:
             if backend != "torch":
@@ -185,15 +205,23 @@ class Predictor:
             model = load_int8(directory)
         else:
             model = None
-            if backend == "onnx":
+            if backend in GRAPH_BACKENDS:
                 from bertkit.infer.onnxrt import OnnxModel, onnx_file
                 from bertkit.io import OutputError
 
+                if backend == "openvino" and settings.int8:
+                    raise ValueError("int8 on the openvino backend: not offered (NNCF's int8 moved MiniLM vectors "
+                                     "to cosine 0.72); use backend onnx or torch for int8")
                 try:
                     file = onnx_file(directory, head, int8=settings.int8)
-                    model = OnnxModel(file, config, head, threads=settings.threads)
+                    if backend == "openvino":
+                        from bertkit.infer.openvino_rt import OpenVinoModel
+
+                        model = OpenVinoModel(file, config, head, threads=settings.threads, bf16=settings.bf16)
+                    else:
+                        model = OnnxModel(file, config, head, threads=settings.threads)
                 except OutputError as e:  # no writable cache: asked for by name, an error; chosen, PyTorch instead
-                    if reason == "asked for":
+                    if reason == "asked for" or settings.bf16:
                         raise
                     log.warning("%s: running PyTorch instead", e)
                     settings, reason = replace(settings, backend="torch"), f"auto: no ONNX export ({e})"
@@ -214,8 +242,14 @@ class Predictor:
             import onnxruntime
 
             engine = f"ONNX Runtime {onnxruntime.__version__}"
+        elif self.settings.backend == "openvino":
+            import openvino
+
+            engine = f"OpenVINO {openvino.__version__.split('-')[0]}"
         else:
             engine = f"PyTorch {torch.__version__.split('+')[0]}"
+        if self.settings.bf16:
+            return f"{engine}, bf16"
         if not (self.settings.int8 or INT8_KEY in self.config.extra):
             return f"{engine}, fp32"
         kernels = getattr(self.model, "int8_engine", None)  # PyTorch's: oneDNN's or fbgemm's, measured at load
@@ -294,7 +328,7 @@ class Predictor:
         cap, budget = self.settings.batch_size, self.settings.max_tokens
         # ONNX Runtime computes every padded position (PyTorch skips them): a server's mixed-length micro-batches
         # ran 1.2x faster with these cuts (benchmarks/RESULTS.md, issue 16)
-        padded = self.settings.backend == "onnx"
+        padded = self.settings.backend in GRAPH_BACKENDS
         start = 0
         while start < len(order):
             end = min(start + cap, len(order))

@@ -664,13 +664,14 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
 
 # ---- processes ---------------------------------------------------------------------------------------------------
 def load_predictors(models: dict[str, str], threads: int = 1, backend: str = "auto", int8: bool = False,
-                    cache_size: int = 0, calibration: dict[str, str] | None = None) -> dict[str, Predictor]:
+                    cache_size: int = 0, calibration: dict[str, str] | None = None,
+                    bf16: bool = False) -> dict[str, Predictor]:
     """`calibration` {model name: file of inputs}: that model in int8 only where it agrees with fp32 on them
     (`infer.calibrate`)."""
     from bertkit.infer.batchio import int8_if_it_agrees_on_file
     from bertkit.infer.predictor import PredictorSettings
 
-    settings = PredictorSettings(threads=threads, backend=backend, int8=int8, cache_size=cache_size)
+    settings = PredictorSettings(threads=threads, backend=backend, int8=int8, cache_size=cache_size, bf16=bf16)
     return {name: int8_if_it_agrees_on_file(path, calibration[name], settings)[0] if name in (calibration or {})
             else Predictor.from_pretrained(path, settings) for name, path in models.items()}
 
@@ -695,5 +696,5 @@ def app_from_env():
     # the indexes first: a model that does not match fails before any model's weights are read
     indexes = load_indexes(cfg.get("indexes") or {}, cfg["models"])
     predictors = load_predictors(cfg["models"], cfg["threads"], cfg["backend"], cfg["int8"], cfg["cache_size"],
-                                 cfg.get("calibration"))
+                                 cfg.get("calibration"), cfg.get("bf16", False))
     return create_app(predictors, settings_from_dict(cfg["settings"]), indexes)

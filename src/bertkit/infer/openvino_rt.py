@@ -1,0 +1,94 @@
+"""The OpenVINO backend of the Predictor (optional: `pip install 'bertkit[openvino]'`), for bf16.
+
+It runs the same cached ONNX export as the ONNX Runtime backend (`onnxrt.onnx_file`: attention spelled out over the
+padded layout), read by OpenVINO's ONNX frontend and compiled for the CPU with a latency hint and the Predictor's
+thread count. On a CPU with bf16 instructions (AVX512_BF16, AMX) OpenVINO's matrix products in bfloat16 ran MiniLM
+1.7x faster than ONNX Runtime's fp32 at batch 32, with sentence vectors at cosine >= 0.99998 of fp32
+(benchmarks/RESULTS.md, "bf16 on OpenVINO"). In fp32 OpenVINO was slower than ONNX Runtime here, so `auto` never
+picks it for fp32; `backend="openvino"` runs fp32 by name.
+
+OpenVINO's own default precision is bf16 wherever the CPU has it, so a plain `compile_model` quietly computes in
+bf16 (hidden states up to 0.02 from fp32 for MiniLM): the precision is always set here, and bf16 on a CPU without
+bf16 instructions is an error rather than fp32 under bf16's name.
+
+Converting from PyTorch instead (OpenVINO's PyTorch frontend, as optimum-intel does, which keeps
+`ScaledDotProductAttention` ops) compiled to the same kernels (one `Subgraph` per attention) and ran no faster on
+identical batches; the ONNX file is already cached and needs no PyTorch model at load. No int8 here: OpenVINO's
+comes from NNCF's post-training quantiser, which moved one MiniLM sentence vector to cosine 0.72 of fp32; int8 runs
+on ONNX Runtime or PyTorch.
+
+`OpenVinoModel` is called like a bertkit model, as `OnnxModel` is. An infer request serves one call at a time, so
+each thread gets its own (the HTTP service calls from several).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from bertkit.checkpoint import CheckpointError
+from bertkit.config import BertConfig
+from bertkit.task_families import family_of
+
+
+def _require_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("the OpenVINO backend needs openvino: pip install 'bertkit[openvino]'") from None
+    return openvino
+
+
+class OpenVinoModel:
+    """An OpenVINO compiled model called like a bertkit model: `model(input_ids, attention_mask, token_type_ids)`
+    returns an object with the head's fields as torch tensors."""
+
+    def __init__(self, path: str | Path, config: BertConfig, family_class: type, threads: int = 0,
+                 bf16: bool = False):
+        ov = _require_openvino()
+        self.path, self.config, self.family_class = Path(path), config, family_class
+        core = ov.Core()
+        if bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("bf16: this CPU has no bf16 instructions (OpenVINO would run fp32 under that name)")
+        # OpenVINO's own default is bf16 wherever the CPU has it: fp32 is asked for by name
+        options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        if threads:
+            options["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(str(path), "CPU", options)
+        except Exception as e:  # OpenVINO's errors name neither the file nor what to do
+            raise CheckpointError(f"{path}: OpenVINO cannot compile it ({str(e).strip().splitlines()[0]})") from None
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]  # no token_type_ids where none are read
+        # a tensor may carry several names (the graph's own beside the export's): the head's field names it
+        wanted = set(family_of(family_class, config).onnx_outputs)
+        self.outputs = [next(iter(sorted(o.get_names() & wanted)), o.get_any_name()) for o in self.compiled.outputs]
+        self._local = threading.local()
+        self.training = False
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        # share_outputs off: the request's output buffers are reused by its next call
+        values = self._request().infer({n: np.ascontiguousarray(feed[n].cpu().numpy(), dtype=np.int64)
+                                        for n in self.inputs})
+        return SimpleNamespace(**{n: torch.from_numpy(np.asarray(values[o]))
+                                  for n, o in zip(self.outputs, self.compiled.outputs)})
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
