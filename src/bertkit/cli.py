@@ -193,7 +193,7 @@ TRAIN_CHOICES = {"bf16": ["auto", "on", "off"], "device": ["auto", "cpu", "cuda"
 PRETRAIN_TRAIN = ("steps", "lr", "warmup", "grad_accum", "seed", "bf16", "log_every", "eval_every", "save_every",
                   "threads", "device")
 PRETRAIN_TOP = ("corpus", "vocab", "out", "size", "arch", "objective", "format", "max_seq_length", "batch_size",
-                "eval_fraction")
+                "eval_fraction", "init", "embedding_init", "freeze_body_steps")
 
 
 def add_pretrain(r) -> None:
@@ -204,8 +204,16 @@ def add_pretrain(r) -> None:
 
     r.add_argument("--corpus", nargs="+", help="text files (.txt or .gz), blank line between documents")
     r.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
+    from bertkit.train.transfer import EMBEDDING_INITS
+
     add_fields(r, PretrainConfig, PRETRAIN_TOP[1:], choices={
-        "size": list(SIZES), "arch": list(ARCHS), "objective": list(OBJECTIVES), "format": list(FORMATS)}, help={
+        "size": list(SIZES), "arch": list(ARCHS), "objective": list(OBJECTIVES), "format": list(FORMATS),
+        "embedding_init": list(EMBEDDING_INITS)}, help={
+        "init": "transfer: start from the body of this BERT directory (e.g. all-MiniLM-L6-v2) on the vocabulary "
+                "of --vocab; its size and shape replace --size",
+        "embedding_init": "--init: new embedding rows from the old ones: shared pieces copied, the others the mean "
+                          "of the old pieces of their text (mean), shared only (overlap), or none (random)",
+        "freeze_body_steps": "--init: the first N steps train only the word embeddings and the MLM head",
         "vocab": "tokenizer directory, e.g. from `bertkit vocab`",
         "out": "output directory: checkpoints/, metrics.jsonl/.png, the final model",
         "size": "model size", "max_seq_length": "tokens per sequence",

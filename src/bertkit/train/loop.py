@@ -150,6 +150,9 @@ class Task(Protocol):
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...
 
+    # optional: `before_step(model, step)`, called before each step's batches (the transfer recipe freezes the body
+    # for its first steps there)
+
 
 # ---- processes ---------------------------------------------------------------------------------------------------
 @dataclass
@@ -383,7 +386,10 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                                  dtype=torch.float64)  # already global: the counts are all-reduced every step
     window_tokens, window_start = int(saved.get("tokens", 0)), time.perf_counter()
     model.train()
+    before_step = getattr(task, "before_step", None)  # optional: a recipe that freezes part of the model a while
     for step in range(start, cfg.steps):
+        if before_step is not None:
+            before_step(model, step)
         micro = [{k: v.to(env.device) for k, v in b.items()} for b in
                  task.micro_batches(step, env.rank, env.world, cfg.grad_accum)]
         totals = _all_reduce(torch.tensor([sum(c) for c in zip(*(task.counts(b) for b in micro))],

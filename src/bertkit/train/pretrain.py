@@ -70,6 +70,10 @@ class PretrainConfig:
     model_overrides: dict = field(default_factory=dict)  # BertConfig fields, e.g. {"hidden_dropout_prob": 0.0}
     generator_overrides: dict = field(default_factory=dict)  # electra: the generator's BertConfig fields
     rtd_weight: float = 50.0  # electra: weight of the replaced-token-detection loss
+    # transfer (train/transfer.py): start from the body of the BERT in `init`, on the vocabulary of `vocab`
+    init: str = ""
+    embedding_init: str = "mean"  # mean | overlap | random: the new embedding rows (see `init_embeddings`)
+    freeze_body_steps: int = 0  # steps that train only the word embeddings and the MLM head
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
@@ -87,7 +91,19 @@ class PretrainConfig:
         require("eval_instances", self.eval_instances, 0)
         require("duplication", self.masking.duplication, 0)
         require("rtd_weight", self.rtd_weight, 0)
+        require("freeze_body_steps", self.freeze_body_steps, 0)
         self.objective = resolve_objective(self.arch, self.objective)
+        if self.init:
+            from bertkit.train.transfer import EMBEDDING_INITS
+
+            if self.embedding_init not in EMBEDDING_INITS:
+                raise ValueError(f"--embedding-init {self.embedding_init!r}: choose one of "
+                                 f"{', '.join(EMBEDDING_INITS)}")
+            if self.arch != "bert" or self.objective not in ("bert", "roberta"):
+                raise ValueError(f"--init: the transfer recipe trains a BERT by MLM (--objective bert or roberta), "
+                                 f"not --arch {self.arch} --objective {self.objective}")
+        elif self.freeze_body_steps:
+            raise ValueError("--freeze-body-steps: freezes the body of an --init model; give --init")
         self.train.validate()
         if self.batch_size % self.train.grad_accum:
             raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
@@ -122,6 +138,14 @@ class PretrainTask:
         self.batch_size = batch_size
         self.schedule = Schedule(len(shards), batch_size, seed)
         self.eval_shards, self.eval_instances = eval_shards, eval_instances
+        self.frozen: list[torch.nn.Parameter] = []  # held still for the first `frozen_steps` steps (transfer)
+        self.frozen_steps = 0
+
+    def before_step(self, model, step: int) -> None:
+        """A function of the step alone, so a resumed run freezes and thaws where an uninterrupted one does. A
+        frozen parameter gets no gradient, and AdamW leaves a parameter without one untouched (no decay either)."""
+        for p in self.frozen:
+            p.requires_grad_(step >= self.frozen_steps)
 
     def micro_batches(self, step: int, rank: int, world: int, accum: int) -> list[dict[str, torch.Tensor]]:
         per = self.batch_size // (world * accum)
@@ -302,7 +326,7 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Tokenizer, out: str | Path, sho
 
 
 # Fields that a run saved before they existed lacks, with the value it ran with: such a run still resumes.
-ADDED_FIELDS = {"arch": "bert"}
+ADDED_FIELDS = {"arch": "bert", "init": "", "embedding_init": "mean", "freeze_body_steps": 0}
 # How a run is carried out, not what it computes: these may change between the parts of a resumed run.
 RESUME_MAY_CHANGE = {"out", "eval_instances", "train.threads", "train.device", "train.save_every", "train.log_every",
                      "train.eval_every", "train.keep_checkpoints", "train.keep_freed_memory"}
@@ -323,7 +347,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
     target, where = None, [None, None, None, None]  # path, run id, resuming, error
     if env.main:
         try:
-            target = prepare_output_dir(cfg.out, verb="pretrain", inputs=[*cfg.corpus, cfg.vocab], resume=resume,
+            target = prepare_output_dir(cfg.out, verb="pretrain", inputs=[*cfg.corpus, cfg.vocab,
+                                                                          *([cfg.init] if cfg.init else [])],
+                                        resume=resume,
                                         overwrite=overwrite)
             cfg.train.run_id = target.run_id
             if target.resuming:
@@ -351,7 +377,20 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
         if model_cfg.type_vocab_size == 1:  # RoBERTa: the saved tokenizer gives no segment ids (as klue/roberta's)
             tokenizer.uses_token_types = False
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-        if cfg.objective == "electra":
+        if cfg.init:
+            from bertkit.train.transfer import frozen_body, transferred_model
+
+            if cfg.freeze_body_steps and env.world > 1:
+                raise ValueError("--freeze-body-steps: one process only (DDP fixes which parameters train)")
+            model, _ = transferred_model(cfg.init, tokenizer, BertForPreTraining, cfg.embedding_init, cfg.train.seed,
+                                         **cfg.model_overrides)
+            if cfg.max_seq_length > model.config.max_position_embeddings:
+                raise ValueError(f"--max-seq-length {cfg.max_seq_length}: the --init model has "
+                                 f"{model.config.max_position_embeddings} positions")
+            task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
+                                cfg.eval_instances)
+            task.frozen, task.frozen_steps = frozen_body(model), cfg.freeze_body_steps
+        elif cfg.objective == "electra":
             model = Electra(model_cfg, generator_config(model_cfg, cfg.generator_overrides))
             task = ElectraTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
                                cfg.eval_instances, rtd_weight=cfg.rtd_weight)
@@ -361,7 +400,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, show_progress: bool 
             task = PretrainTask(shards, masker, cfg.batch_size, cfg.objective, cfg.train.seed, eval_shards,
                                 cfg.eval_instances)
         if env.main:
-            log.info("pre-training a %s %s (%.1f M parameters) on %d instances, %s objective", cfg.size, cfg.arch,
+            what = f"{cfg.init} transferred to {cfg.vocab}" if cfg.init else f"a {cfg.size} {cfg.arch}"
+            log.info("pre-training %s (%.1f M parameters) on %d instances, %s objective", what,
                      sum(p.numel() for p in model.parameters()) / 1e6, len(shards), cfg.objective)
             atomic_write_text(work / "pretrain_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         cfg.train.keep_freed_memory = True  # packed sequences: the same shapes every step
