@@ -147,9 +147,37 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-class OnnxModel:
-    """An ONNX Runtime session called like a bertkit model: `model(input_ids, attention_mask, token_type_ids)`
-    returns an object with the head's fields as torch tensors."""
+class GraphModel:
+    """A compiled graph of the export called like a bertkit model: `model(input_ids, attention_mask,
+    token_type_ids)` returns an object with the head's fields (`outputs`) as torch tensors. A backend gives the
+    graph's input names (`inputs`: without token_type_ids where none are read) and `run(feed)`, numpy in and out."""
+
+    inputs: set[str]
+    outputs: list[str]
+    training = False
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        values = self.run({k: np.ascontiguousarray(v.cpu().numpy(), dtype=np.int64) for k, v in feed.items()
+                           if k in self.inputs})
+        return SimpleNamespace(**{n: torch.from_numpy(np.asarray(v)) for n, v in zip(self.outputs, values)})
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+class OnnxModel(GraphModel):
+    """An ONNX Runtime session as a `GraphModel`."""
 
     def __init__(self, path: str | Path, config: BertConfig, family_class: type, threads: int = 0):
         ort = _require_ort()
@@ -164,24 +192,10 @@ class OnnxModel:
         except Exception as e:  # onnxruntime's errors name neither the file nor what to do
             raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({e})") from None
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.inputs = {i.name for i in self.session.get_inputs()}  # without token_type_ids where none are read
-        self.training = False
+        self.inputs = {i.name for i in self.session.get_inputs()}
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        values = self.session.run(self.outputs, {k: np.ascontiguousarray(v.cpu().numpy(), dtype=np.int64)
-                                                 for k, v in feed.items() if k in self.inputs})
-        return SimpleNamespace(**{n: torch.from_numpy(v) for n, v in zip(self.outputs, values)})
-
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        return self
+    def run(self, feed):
+        return self.session.run(self.outputs, feed)
 
 
 CACHE_ENV = "BERTKIT_CACHE"

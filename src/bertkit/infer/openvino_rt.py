@@ -17,21 +17,18 @@ identical batches; the ONNX file is already cached and needs no PyTorch model at
 comes from NNCF's post-training quantiser, which moved one MiniLM sentence vector to cosine 0.72 of fp32; int8 runs
 on ONNX Runtime or PyTorch.
 
-`OpenVinoModel` is called like a bertkit model, as `OnnxModel` is. An infer request serves one call at a time, so
-each thread gets its own (the HTTP service calls from several).
+`OpenVinoModel` is a `GraphModel`, called like a bertkit model as `OnnxModel` is. An infer request serves one call at
+a time, so each thread gets its own (the HTTP service calls from several).
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
-import torch
 
 from bertkit.checkpoint import CheckpointError
 from bertkit.config import BertConfig
+from bertkit.infer.onnxrt import GraphModel
 from bertkit.task_families import family_of
 
 
@@ -43,9 +40,8 @@ def _require_openvino():
     return openvino
 
 
-class OpenVinoModel:
-    """An OpenVINO compiled model called like a bertkit model: `model(input_ids, attention_mask, token_type_ids)`
-    returns an object with the head's fields as torch tensors."""
+class OpenVinoModel(GraphModel):
+    """An OpenVINO compiled model as a `GraphModel` (called like a bertkit model)."""
 
     def __init__(self, path: str | Path, config: BertConfig, family_class: type, threads: int = 0,
                  bf16: bool = False):
@@ -62,33 +58,15 @@ class OpenVinoModel:
             self.compiled = core.compile_model(str(path), "CPU", options)
         except Exception as e:  # OpenVINO's errors name neither the file nor what to do
             raise CheckpointError(f"{path}: OpenVINO cannot compile it ({str(e).strip().splitlines()[0]})") from None
-        self.inputs = [i.get_any_name() for i in self.compiled.inputs]  # no token_type_ids where none are read
+        self.inputs = {i.get_any_name() for i in self.compiled.inputs}
         # a tensor may carry several names (the graph's own beside the export's): the head's field names it
         wanted = set(family_of(family_class, config).onnx_outputs)
         self.outputs = [next(iter(sorted(o.get_names() & wanted)), o.get_any_name()) for o in self.compiled.outputs]
         self._local = threading.local()
-        self.training = False
 
-    def _request(self):
+    def run(self, feed):
         request = getattr(self._local, "request", None)
-        if request is None:
+        if request is None:  # one call at a time per request: one request per thread
             request = self._local.request = self.compiled.create_infer_request()
-        return request
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        # share_outputs off: the request's output buffers are reused by its next call
-        values = self._request().infer({n: np.ascontiguousarray(feed[n].cpu().numpy(), dtype=np.int64)
-                                        for n in self.inputs})
-        return SimpleNamespace(**{n: torch.from_numpy(np.asarray(values[o]))
-                                  for n, o in zip(self.outputs, self.compiled.outputs)})
-
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        return self
+        values = request.infer(feed)  # copied out (share_outputs off): the request reuses its buffers
+        return [values[o] for o in self.compiled.outputs]
