@@ -288,6 +288,24 @@ def test_cli_embeds_and_says_so(tiny_dir, lines, tmp_path, capsys):
     np.testing.assert_allclose(np.linalg.norm(v.dequantize(), axis=1), 1, atol=2e-3)
 
 
+def test_embed_cli_in_bf16_says_so_in_meta_and_stays_near_fp32(tiny_dir, lines, tmp_path, monkeypatch):
+    openvino = pytest.importorskip("openvino")
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    args = ["embed", "--model", str(tiny_dir), "--input", str(lines)]
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert main(args + ["--output", str(tmp_path / "b"), "--bf16"]) == 2  # no bf16 instructions: an error
+        return
+    assert main(args + ["--output", str(tmp_path / "f")]) == 0
+    assert main(args + ["--output", str(tmp_path / "b"), "--bf16"]) == 0
+    fp32, bf16 = open_vectors(tmp_path / "f"), open_vectors(tmp_path / "b")
+    run = json.loads((tmp_path / "b" / "meta.json").read_text())["run"]
+    assert run["backend"] == "openvino" and run["bf16"] is True
+    assert "bf16" not in json.loads((tmp_path / "f" / "meta.json").read_text())["run"]
+    a, b = fp32.dequantize(), bf16.dequantize()
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999 and np.abs(a - b).max() > 0  # near fp32, and not fp32
+
+
 # ---- memory --------------------------------------------------------------------------------------------------------
 class _Fake:
     """A stand-in Predictor (no model): the memory test is about reading and writing."""
