@@ -473,6 +473,8 @@ def test_bf16_and_openvino_refuse_what_they_cannot_run(tmp_path, tok, cache, mon
             (PredictorSettings(backend="openvino", int8=True), ValueError, "int8 on the openvino backend")):
         with pytest.raises(error, match=match):
             Predictor.from_pretrained(tmp_path / "clf", settings)
+    with pytest.raises(ValueError, match="bf16 runs on the openvino backend, not torch"):  # a module given as it is
+        Predictor(tiny(BertForSequenceClassification, layers=2), tok, PredictorSettings(bf16=True))
     tiny(BertForMaskedLM, layers=2).save_pretrained(tmp_path / "mlm", tokenizer=tok)
     with pytest.raises(ValueError, match="bf16: fill-mask has no ONNX graph"):
         Predictor.from_pretrained(tmp_path / "mlm", PredictorSettings(bf16=True))

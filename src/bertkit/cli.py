@@ -390,7 +390,7 @@ BACKEND_HELP = ("auto (default): ONNX Runtime where the model has an ONNX graph,
 CALIBRATION_HELP = ("int8 only if it agrees with fp32 on the first 500 inputs of FILE (the --input format; "
                     "labels, entities or answers equal, scores or vectors correlated: see infer/calibrate.py); "
                     "the agreement and the choice are printed")
-BF16_HELP = ("bfloat16 on OpenVINO (pip install 'bertkit[openvino]'), on a CPU with bf16 instructions: 1.7-2x "
+BF16_HELP = ("bfloat16 on OpenVINO (pip install 'bertkit[openvino]'), on a CPU with bf16 instructions: 1.5-2x "
              "fp32's throughput here, outputs a little off fp32 (benchmarks/RESULTS.md)")
 PREDICT_FIELDS = ("batch_size", "max_tokens", "max_length", "threads", "backend", "int8", "bf16")
 

@@ -152,6 +152,7 @@ class GraphModel:
     token_type_ids)` returns an object with the head's fields (`outputs`) as torch tensors. A backend gives the
     graph's input names (`inputs`: without token_type_ids where none are read) and `run(feed)`, numpy in and out."""
 
+    backend = "onnx"  # the Predictor's name for it
     inputs: set[str]
     outputs: list[str]
     training = False

@@ -2,10 +2,10 @@
 
 It runs the same cached ONNX export as the ONNX Runtime backend (`onnxrt.onnx_file`: attention spelled out over the
 padded layout), read by OpenVINO's ONNX frontend and compiled for the CPU with a latency hint and the Predictor's
-thread count. On a CPU with bf16 instructions (AVX512_BF16, AMX) OpenVINO's matrix products in bfloat16 ran MiniLM
-1.7x faster than ONNX Runtime's fp32 at batch 32, with sentence vectors at cosine >= 0.99998 of fp32
-(benchmarks/RESULTS.md, "bf16 on OpenVINO"). In fp32 OpenVINO was slower than ONNX Runtime here, so `auto` never
-picks it for fp32; `backend="openvino"` runs fp32 by name.
+thread count. On a CPU with bf16 instructions (AVX512_BF16, AMX) OpenVINO's matrix products in bfloat16 ran
+1.5-2x ONNX Runtime's fp32 throughput at batch 32 (MiniLM, the BERT-base shape), with sentence vectors at cosine
+>= 0.99998 of fp32 (benchmarks/RESULTS.md, "Precision named"). In fp32 OpenVINO was no faster than ONNX Runtime
+here, so `auto` never picks it for fp32; `backend="openvino"` runs fp32 by name.
 
 OpenVINO's own default precision is bf16 wherever the CPU has it, so a plain `compile_model` quietly computes in
 bf16 (hidden states up to 0.02 from fp32 for MiniLM): the precision is always set here, and bf16 on a CPU without
@@ -42,6 +42,8 @@ def _require_openvino():
 
 class OpenVinoModel(GraphModel):
     """An OpenVINO compiled model as a `GraphModel` (called like a bertkit model)."""
+
+    backend = "openvino"
 
     def __init__(self, path: str | Path, config: BertConfig, family_class: type, threads: int = 0,
                  bf16: bool = False):

@@ -115,7 +115,9 @@ def choose_backend(requested: str, head: type, config: BertConfig, quantized: bo
         raise ImportError(f"bf16 needs {' and '.join(missing)}: pip install 'bertkit[openvino]'")
     if missing:
         return "torch", f"auto: {' and '.join(missing)} not installed"
-    return ("openvino", "auto: the engine with bf16 kernels") if bf16 else ("onnx", "auto: the fastest engine installed")
+    if bf16:
+        return "openvino", "auto: the engine with bf16 kernels"
+    return "onnx", "auto: the fastest engine installed"
 
 
 @dataclass
@@ -125,8 +127,7 @@ class PredictorSettings:
     max_length: int | None = None  # None: the model's longest input (`BertConfig.max_length`)
     threads: int = 0  # torch / ONNX Runtime threads; 0 leaves the library's choice
     qa: QASettings = field(default_factory=QASettings)
-    backend: str = "auto"  # auto (the fastest installed: onnx where the head exports, else torch) | torch | onnx |
-    # openvino
+    backend: str = "auto"  # auto (onnx where the head exports, else torch; openvino for bf16) | torch | onnx | openvino
     int8: bool = False
     bf16: bool = False  # bfloat16 matrix products on OpenVINO, where the CPU has bf16 instructions
     cache_size: int = 0  # rows kept in the LRU cache; 0: no cache
@@ -149,8 +150,9 @@ class Predictor:
                              f"give at least 1 row per batch and a token budget of 0 (off) or more")
         is_module = isinstance(model, torch.nn.Module)
         if self.settings.backend == "auto":  # a model given as it is runs where it is
-            given = "torch" if is_module else "openvino" if type(model).__name__ == "OpenVinoModel" else "onnx"
-            self.settings = replace(self.settings, backend=given)
+            self.settings = replace(self.settings, backend="torch" if is_module else model.backend)
+        if self.settings.bf16 and self.settings.backend != "openvino":
+            raise ValueError(f"bf16 runs on the openvino backend, not {self.settings.backend}")
         self.reason = "given"  # why this backend (`from_pretrained` says why it chose one)
         # the directory a float PyTorch model can be read from when one is needed (`float_model`)
         self.source: Path | None = None
