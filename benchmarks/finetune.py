@@ -7,6 +7,11 @@ official metric, the wall time, and the published score of a comparable model.
     python benchmarks/finetune.py --features            # the feature-based CoNLL-2003 table (BERT paper, 5.3)
     python benchmarks/finetune.py --only squad --save-every 25   # a long job in parts: stop it any time, then
     python benchmarks/finetune.py --only squad --save-every 25 --resume   # (its time: the parts' loop times summed)
+    python benchmarks/finetune.py --korean DIR --select-lr 5e-5,1e-4,3e-4   # each job's lr chosen first
+
+`--select-lr`: before each job, one run per learning rate with `--validation 0.1` (trained on 90 % of the job's
+training examples, scored on the other 10 %, held out by group or text: never the evaluation split); the job then
+runs with the best of them and reports every validation score beside its result.
 
 Writes benchmarks/out/finetune.json (every run's summary) and prints the markdown rows of README's table.
 """
@@ -58,12 +63,24 @@ KOREAN_JOBS = [
     ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
                                                                           "--lr", "3e-4"],
      "KoMiniLM (6 layers, 23M): 78.3 / 88.0 EM / F1 (dev; 60,407 training questions)"),
+    ("korsts", "korsts", "kornlu", "dev (1,499 pairs)", ["--epochs", "4", "--lr", "1e-4", "--batch-size", "16"],
+     "klue/bert-base, supervised SimCSE on KorNLI: 86.0 cosine Spearman (KorSTS test; a bi-encoder)"),
 ]
 
 # The BERT paper's feature-based table: BERT-base, CoNLL-2003 dev F1, two-layer 768-d BiLSTM on frozen layers.
 FEATURE_JOBS = [("embeddings", 91.0), ("second_to_last", 95.6), ("last", 94.9), ("sum_last_four", 95.9),
                 ("concat_last_four", 96.1), ("sum_all", 95.5)]
 FEATURE_FLAGS = ["--eval-split", "eng.testa", "--epochs", "3", "--lr", "1e-3", "--lstm-hidden", "192"]
+
+
+def with_lr(argv: list[str], lr: str) -> list[str]:
+    """`argv` with its `--lr` set to `lr` (added where the job names none)."""
+    argv = list(argv)
+    if "--lr" in argv:
+        argv[argv.index("--lr") + 1] = lr
+    else:
+        argv += ["--lr", lr]
+    return argv
 
 
 def main() -> None:
@@ -78,6 +95,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "finetune"))
     ap.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (for --resume)")
     ap.add_argument("--resume", action="store_true", help="continue each job from its last checkpoint")
+    ap.add_argument("--select-lr", default="", help="comma-separated learning rates to choose from (see above)")
+    ap.add_argument("--validation", type=float, default=0.1, help="--select-lr: the held-out training fraction")
     args = ap.parse_args()
     jobs = [(j, str(packaged_model_dir())) for j in JOBS]
     if args.features:
@@ -88,24 +107,44 @@ def main() -> None:
     if args.only:
         keep = set(args.only.split(","))
         jobs = [(j, m) for j, m in jobs if j[0] in keep]
+    def run(argv: list[str]) -> dict | None:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = cli(argv)
+        if code != 0:
+            print(f"{argv[argv.index('--out') + 1]}: failed (exit {code})", file=sys.stderr)
+            return None
+        return json.loads(buf.getvalue().strip().splitlines()[-1])
+
     results = []
     for (name, task, data, split, extra, published), model in jobs:
         out = Path(args.out) / name
         argv = ["finetune", "--task", task, "--model", model, "--data", str(DATA / data), "--out", str(out),
                 "--threads", str(args.threads), *extra]
+        selection, chose_at = {}, time.perf_counter()
+        if args.select_lr:  # each learning rate scored on held-out training examples, then the best one runs
+            for lr in args.select_lr.split(","):
+                trial = with_lr(argv, lr) + ["--validation", str(args.validation), "--overwrite"]
+                trial[trial.index("--out") + 1] = str(out) + f"-validation-lr{lr}"
+                s = run(trial)
+                if s is not None:
+                    selection[lr] = s[s["metric"]]
+                    print(f"  {name}: lr {lr}: validation {s['metric']} {100 * s[s['metric']]:.1f}", flush=True)
+            if not selection:
+                continue
+            argv = with_lr(argv, max(selection, key=selection.get))
         if args.save_every:
             argv += ["--save-every", str(args.save_every)]
         argv += ["--resume"] if args.resume else ["--overwrite"]  # a rerun replaces the table's earlier run
         resumed = args.resume and (out / "checkpoints").exists()
         start = time.perf_counter()
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            code = cli(argv)
+        summary = run(argv)
         seconds = time.perf_counter() - start
-        if code != 0:
-            print(f"{name}: failed (exit {code})", file=sys.stderr)
+        if summary is None:
             continue
-        summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+        if selection:
+            summary["lr_validation"] = selection
+            summary["selection_seconds"] = round(start - chose_at, 1)
         if resumed:  # this call's wall time is only the last part: report the training loop's time over all parts
             seconds = summary["train_seconds"]
         results.append({"name": name, "model": model, "split": split, "seconds": seconds, "resumed": resumed,
@@ -114,7 +153,9 @@ def main() -> None:
         metric = summary["metric"]
         extra_metrics = ", ".join(f"{k} {100 * summary[k]:.1f}" for k in ("accuracy", "em", "pearson")
                                   if k in summary and k != metric)
-        print(f"| {name} | {split} | {metric} | **{100 * summary[metric]:.1f}**"
+        chosen = (f"; lr {argv[argv.index('--lr') + 1]} chosen on validation ("
+                  + ", ".join(f"{lr}: {100 * v:.1f}" for lr, v in selection.items()) + ")") if selection else ""
+        print(f"| {name} | {split} | {metric} | **{100 * summary[metric]:.1f}**{chosen}"
               f"{' (' + extra_metrics + ')' if extra_metrics else ''} | {published} | {seconds / 60:.1f} min{' (loop, summed over parts)' if resumed else ''} |",
               flush=True)
     Path(ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)

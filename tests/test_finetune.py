@@ -157,6 +157,29 @@ def test_split_eval_keeps_groups_apart():
     assert [e.id for e in again] == [e.id for e in train_part]
 
 
+def test_validation_holds_out_training_examples_never_the_evaluation_split(tiny_dir):
+    """Choosing a learning rate must not read the evaluation split: `validation` scores a held-out part of the
+    training examples instead: by group where the task has groups (KLUE-NLI's premise, inside the part that
+    `split_eval` left for training), by text otherwise (NSMC)."""
+    from bertkit.train.finetune import FinetuneConfig, load_task_data
+
+    klue = need_data("klue", "klue-nli-v1.1_dev.json.gz")
+    plain = FinetuneConfig(task="klue-nli", model=str(tiny_dir), eval_file=str(klue), split_eval=0.2)
+    _, train, test, _ = load_task_data(plain)
+    held = FinetuneConfig(task="klue-nli", model=str(tiny_dir), eval_file=str(klue), split_eval=0.2, validation=0.1)
+    _, train2, valid, _ = load_task_data(held)
+    key = lambda e: (e.text, e.text_pair)  # noqa: E731
+    assert {key(e) for e in train2} | {key(e) for e in valid} == {key(e) for e in train}  # the training part only
+    assert not {key(e) for e in valid} & {key(e) for e in test}
+    assert not {e.text for e in valid} & {e.text for e in train2}  # a premise on one side
+    assert 0.05 < len(valid) / len(train) < 0.15
+    nsmc = FinetuneConfig(task="nsmc", model=str(tiny_dir), train_file=str(need_data("nsmc", "train.tsv.gz")),
+                          eval_file=str(need_data("nsmc", "test.tsv.gz")), max_train_examples=2000, validation=0.1)
+    _, train3, valid3, _ = load_task_data(nsmc)
+    assert len(train3) + len(valid3) == 2000 and 100 < len(valid3) < 300
+    assert not {e.text for e in valid3} & {e.text for e in train3}
+
+
 def test_feature_based_tagging_trains_a_bilstm_on_frozen_layers(tiny_dir, tmp_path, capsys):
     from safetensors.torch import load_file
 

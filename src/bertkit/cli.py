@@ -261,7 +261,8 @@ def run_pretrain(args) -> None:
 
 TASK_HELP = ("a registered task (its reader, family, metric and splits: bertkit.data.tasks); custom: your own "
              "DIR/train and DIR/dev (.tsv, .csv or .jsonl) with 'text' (, 'text_pair') and 'label'")
-FINETUNE_TOP = ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "dropout")
+FINETUNE_TOP = ("max_length", "batch_size", "epochs", "max_train_examples", "max_eval_examples", "dropout",
+                "validation")
 FINETUNE_TRAIN = ("lr", "seed", "threads", "warmup", "device", "save_every", "grad_accum")
 FINETUNE_QA = ("doc_stride", "max_query_length", "max_answer_length", "null_threshold")
 FINETUNE_HELP = {"max_length": "tokens per example (default: the task's, 128; QA 384)",
@@ -272,6 +273,8 @@ FINETUNE_HELP = {"max_length": "tokens per example (default: the task's, 128; QA
                  "init": "random: the same architecture from random weights (the no-pre-training baseline)",
                  "group_by_length": "batches of similar lengths (less padding for attention to compute; QA windows "
                                     "vary most)",
+                 "validation": "score on FRACTION of the training examples held out (by group or text), not on the "
+                               "evaluation split: for choosing settings such as --lr",
                  "split_eval": "no training split: train on the evaluation file minus FRACTION of it, held out by "
                                "article / premise / sentence, and evaluate on that",
                  "doc_stride": "QA: step between windows, in tokens", "max_query_length": "QA: question tokens kept",
@@ -332,6 +335,8 @@ def run_finetune(args) -> None:
     if args.features:
         if args.group_by_length:  # the BiLSTM trains on cached features; its batches are not grouped
             raise InputError("--group-by-length is for fine-tuning the encoder, not with --features")
+        if args.validation:
+            raise InputError("--validation is for fine-tuning the encoder, not with --features")
         return run_feature_finetune(args)
     cfg = FinetuneConfig(task=args.task, model=args.model, out=args.out, init=args.init, **_splits(args, args.task))
     cfg.max_length = get_task(args.task).max_length

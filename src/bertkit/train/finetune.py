@@ -16,7 +16,9 @@ weights: the baseline that shows what pre-training buys.
 
 Where a dataset has no training split here (SQuAD, KorQuAD, KLUE), `split_eval` trains on a part of the evaluation
 file and evaluates on the rest, split by group (article for QA, premise for NLI, first sentence for STS, source for
-NER) so that no text is on both sides.
+NER) so that no text is on both sides. `validation` holds a fraction of the training examples out the same way (by
+text where the task has no groups) and scores that instead: how a learning rate is chosen without the evaluation
+split (`benchmarks/finetune.py --select-lr`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ TaskInfo = Task
 read_examples = read_task
 
 
-def split_by_group(examples: list, key: Callable, eval_fraction: float, seed: int) -> tuple[list, list]:
+def split_by_group(examples: list, key: Callable, eval_fraction: float, seed: int | str) -> tuple[list, list]:
     """A deterministic split in which every group (article, premise, ...) lies wholly on one side."""
     train_part, eval_part = [], []
     for e in examples:
@@ -71,6 +73,9 @@ class FinetuneConfig:
     max_train_examples: int = 0  # 0: all
     max_eval_examples: int = 0
     split_eval: float = 0.0  # > 0: train on part of eval_file, evaluate on this fraction of it (by group)
+    # > 0: hold this fraction of the training examples out (by group, or by text) and evaluate on it instead of the
+    # evaluation set: a score for choosing settings (the learning rate) that never reads the evaluation split
+    validation: float = 0.0
     # The paper's fine-tuning dropout, whatever the checkpoint was pre-trained with (short pre-training runs turn
     # it off, and config.json carries that); None keeps the checkpoint's values.
     dropout: float | None = 0.1
@@ -89,6 +94,7 @@ class FinetuneConfig:
         require("max_train_examples", self.max_train_examples, 0)
         require("max_eval_examples", self.max_eval_examples, 0)
         require("split_eval", self.split_eval, 0, maximum=1, below=True)
+        require("validation", self.validation, 0, maximum=1, below=True)
         if self.dropout is not None:
             require("dropout", self.dropout, 0, maximum=1, below=True)
         require("doc_stride", self.qa.doc_stride, 1)
@@ -218,6 +224,9 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[Tokenizer, list, list, list[str
         g = torch.Generator().manual_seed(cfg.train.seed)
         keep = torch.randperm(len(train_set), generator=g)[: cfg.max_train_examples].tolist()
         train_set = [train_set[i] for i in sorted(keep)]
+    if cfg.validation:  # salted apart from split_eval's hash, so it cuts across the groups left for training
+        train_set, eval_set = split_by_group(train_set, task.group or repr, cfg.validation,
+                                             f"{cfg.train.seed}-validation")
     if cfg.max_eval_examples:
         eval_set = eval_set[: cfg.max_eval_examples]
     for name, part in (("training", train_set), ("evaluation", eval_set)):
