@@ -46,3 +46,49 @@ def test_entity_f1_like_conlleval():
     iob2 = [["B-PS", "I-PS", "O", "B-LC"]]
     assert M.entity_scores(iob2, iob2)["f1"] == 1.0
     assert M.entity_scores([["O", "O"]], [["O", "O"]])["f1"] == 0.0
+
+
+def test_rouge_equals_rouge_score_on_bbc_summaries():
+    """ROUGE-1/2/L/Lsum as Google's rouge-score computes them (no stemming), to 1e-6, on the BBC articles'
+    reference summaries scored against their lead sentences (real text: repeats, punctuation, numbers)."""
+    import csv
+    import gzip
+    import random
+
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    from conftest import need_data
+
+    with gzip.open(need_data("summarization", "bbc_news_summary_valid.csv.gz"), "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:60]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
+    rng = random.Random(0)
+    for row in rows:
+        sentences = [s for s in row["document"].replace("\n", " ").split(". ") if s]
+        lead = "\n".join(sentences[:3])  # newline-split sentences for ROUGE-Lsum
+        summary = "\n".join(s for s in row["summary"].split(". ") if s)
+        shuffled = "\n".join(rng.sample(sentences, min(4, len(sentences))))
+        for prediction in (lead, shuffled, ""):
+            want, got = scorer.score(summary, prediction), M.rouge(prediction, summary)
+            for name, score in want.items():
+                for field in ("precision", "recall"):
+                    assert got[name][field] == pytest.approx(getattr(score, field), abs=1e-6), (name, field)
+                assert got[name]["f"] == pytest.approx(score.fmeasure, abs=1e-6), name
+
+
+def test_rouge_scores_korean_with_unicode_words():
+    """rouge-score's tokenizer keeps a-z0-9 only, so every Korean summary scores 0 there; `tokens="unicode"` keeps
+    Hangul words."""
+    reference, prediction = "지카바이러스가 남성 생식능력을 저하시킨다", "지카바이러스가 생식능력을 저하시킨다는 연구"
+    assert M.rouge(prediction, reference)["rouge1"]["f"] == 0.0  # what rouge-score's tokenization gives
+    got = M.rouge(prediction, reference, tokens="unicode")
+    assert got["rouge1"]["precision"] == pytest.approx(2 / 4) and got["rouge1"]["recall"] == pytest.approx(2 / 4)
+    assert got["rouge2"]["f"] == 0.0 and got["rougeL"]["f"] == pytest.approx(0.5)
+    assert M.rouge_tokens("Apple의 iPhone 15, 출시!", "unicode") == ["apple의", "iphone", "15", "출시"]
+    with pytest.raises(ValueError, match="choose one of rouge-score, unicode"):
+        M.rouge("a", "b", tokens="mecab")
+
+
+def test_sentence_precision_recall_f1():
+    assert M.sentence_prf([0, 2, 5], [0, 1, 2, 3]) == pytest.approx({"precision": 2 / 3, "recall": 0.5,
+                                                                     "f": 2 * (2 / 3) * 0.5 / (2 / 3 + 0.5)})
+    assert M.sentence_prf([], [1]) == {"precision": 0.0, "recall": 0.0, "f": 0.0}

@@ -9,6 +9,8 @@
 | squad_em / squad_f1 | SQuAD 1.1 / 2.0 | the official script: lower-case, drop punctuation and articles (a, an, the), squeeze spaces; token F1; best over the gold answers |
 | korquad_em / korquad_f1 | KorQuAD 1.0 | the official script: quotes and brackets to spaces, lower-case, drop punctuation, squeeze spaces; F1 over characters (morphology makes word F1 unfair in Korean) |
 | entity_f1 | CoNLL-2003, KLUE-NER | conlleval: chunks from IOB1/IOB2/IOBES tags, micro precision/recall/F1 over exact (type, start, end) chunks |
+| rouge | summaries | Lin 2004 as Google's `rouge-score` computes it (no stemming): ROUGE-N over n-gram counts, ROUGE-L over the LCS, ROUGE-Lsum over the union LCS of newline-split sentences; its tokenizer (lower-case, runs of a-z0-9) deletes every Hangul character, so `tokens="unicode"` keeps runs of any letters and digits (Korean eojeol) |
+| sentence_prf | extractive summaries | precision / recall / F1 of the chosen sentence indices against the human-marked ones |
 """
 
 from __future__ import annotations
@@ -189,3 +191,81 @@ def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) 
     for kind, (t, np_, ng) in sorted(per.items()):
         out[f"f1_{kind}"] = 2 * t / (np_ + ng) if t else 0.0
     return out
+
+
+# ---- summaries (ROUGE) ---------------------------------------------------------------------------------------------
+_ROUGE_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_UNICODE_WORD = re.compile(r"[^\W_]+")
+ROUGE_TOKENS = ("rouge-score", "unicode")
+
+
+def rouge_tokens(text: str, tokens: str = "rouge-score") -> list[str]:
+    """`rouge-score`: rouge-score's tokenizer without stemming (lower-case, anything but a-z0-9 a separator);
+    `unicode`: lower-cased runs of letters and digits of any script, so Hangul words count."""
+    if tokens == "rouge-score":
+        return [t for t in _ROUGE_NON_ALNUM.sub(" ", text.lower()).split() if t]
+    if tokens == "unicode":
+        return _UNICODE_WORD.findall(text.lower())
+    raise ValueError(f"tokens {tokens!r}: choose one of {', '.join(ROUGE_TOKENS)}")
+
+
+def _prf(hits: int, predicted: int, target: int) -> dict[str, float]:
+    p, r = hits / max(predicted, 1), hits / max(target, 1)
+    return {"precision": p, "recall": r, "f": 2 * p * r / (p + r) if p + r > 0 else 0.0}
+
+
+def _lcs_table(a: Sequence[str], b: Sequence[str]) -> list[list[int]]:
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a, 1):
+        row, above = table[i], table[i - 1]
+        for j, y in enumerate(b, 1):
+            row[j] = above[j - 1] + 1 if x == y else max(above[j], row[j - 1])
+    return table
+
+
+def _lcs_positions(a: Sequence[str], b: Sequence[str]) -> list[int]:
+    """Positions in `a` of one longest common subsequence with `b`, backtracked as the reference does (on a tie,
+    step back in `a`), which decides the union LCS of ROUGE-Lsum."""
+    table, i, j, out = _lcs_table(a, b), len(a), len(b), []
+    while i > 0 and j > 0:
+        if a[i - 1] == b[j - 1]:
+            out.append(i - 1)
+            i, j = i - 1, j - 1
+        elif table[i][j - 1] > table[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    return out[::-1]
+
+
+def rouge(prediction: str, reference: str, tokens: str = "rouge-score") -> dict[str, dict[str, float]]:
+    """ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum (precision, recall, f) of `prediction` against `reference`; for
+    ROUGE-Lsum both are split into sentences at newlines."""
+    pred, ref = rouge_tokens(prediction, tokens), rouge_tokens(reference, tokens)
+    out = {}
+    for n in (1, 2):
+        p = Counter(tuple(pred[i:i + n]) for i in range(len(pred) - n + 1))
+        r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        out[f"rouge{n}"] = _prf(sum((p & r).values()), sum(p.values()), sum(r.values()))
+    lcs = _lcs_table(ref, pred)[-1][-1] if pred and ref else 0
+    out["rougeL"] = _prf(lcs, len(pred), len(ref))
+    pred_sents = [t for t in (rouge_tokens(s, tokens) for s in prediction.split("\n")) if t]
+    ref_sents = [t for t in (rouge_tokens(s, tokens) for s in reference.split("\n")) if t]
+    left_pred = Counter(t for s in pred_sents for t in s)
+    left_ref = Counter(t for s in ref_sents for t in s)
+    hits = 0
+    for r in ref_sents:  # each reference sentence's union LCS with the prediction's sentences, counted once
+        union = sorted({i for c in pred_sents for i in _lcs_positions(r, c)})
+        for t in (r[i] for i in union):
+            if left_pred[t] > 0 and left_ref[t] > 0:
+                hits += 1
+                left_pred[t] -= 1
+                left_ref[t] -= 1
+    out["rougeLsum"] = _prf(hits, sum(len(s) for s in pred_sents), sum(len(s) for s in ref_sents))
+    return out
+
+
+def sentence_prf(chosen: Sequence[int], gold: Sequence[int]) -> dict[str, float]:
+    """Precision, recall and F1 of chosen sentence indices against the marked ones (each counted once)."""
+    c, g = set(chosen), set(gold)
+    return _prf(len(c & g), len(c), len(g))
