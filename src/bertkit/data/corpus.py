@@ -106,12 +106,13 @@ ABBREVIATIONS = {
 _BOUNDARY = re.compile(r"([.!?…。！？]+[\"'”’)\]」』]*)\s+")
 
 
-def split_sentences(paragraph: str) -> list[str]:
-    """Sentences of one paragraph, in order, stripped; nothing is dropped or changed but the spaces between."""
+def split_sentences(paragraph: str, lowercase_continues: bool = True) -> list[str]:
+    """Sentences of one paragraph, in order, stripped; nothing is dropped or changed but the spaces between.
+    `lowercase_continues` off: a full stop before a lower-case word ends a sentence too (all-lower-case text)."""
     out, start = [], 0
     for m in _BOUNDARY.finditer(paragraph):
         end = m.end(1)
-        if _is_boundary(paragraph, start, end, m.end()):
+        if _is_boundary(paragraph, start, end, m.end(), lowercase_continues):
             sentence = paragraph[start:end].strip()
             if sentence:
                 out.append(sentence)
@@ -122,14 +123,14 @@ def split_sentences(paragraph: str) -> list[str]:
     return out
 
 
-def _is_boundary(text: str, start: int, end: int, next_start: int) -> bool:
+def _is_boundary(text: str, start: int, end: int, next_start: int, lowercase_continues: bool = True) -> bool:
     punct = text[start:end].rstrip("\"'”’)]」』")
     if next_start >= len(text):
         return True
     nxt = text[next_start]
     if not punct.endswith("."):
         return True  # ! ? … and full-width marks always end a sentence
-    if nxt.islower() or nxt in ",;:":
+    if (lowercase_continues and nxt.islower()) or nxt in ",;:":
         return False  # "e.g. the", "approx. three": a lower-case continuation
     word = re.search(r"(\S+)\.$", punct)
     if word:

@@ -1,0 +1,177 @@
+"""Extractive summaries: the k sentences of a text that stand for it, in the text's order.
+
+BERT does not generate, so a BERT summary is a choice of sentences (KPF's kpfbertsum picks three). Methods
+(`METHODS`; `summarize(sentences, k, method, ...)` returns the chosen indices, ascending):
+
+- `lead`: the first k sentences: news puts the gist first, and this is the baseline to beat.
+- `textrank`: TextRank (Mihalcea & Tarau 2004) as usually implemented: PageRank over the cosine graph of the
+  sentences' TF-IDF vectors (words of any script, weights fitted on the text itself).
+- `centroid`: the k sentences whose vectors are nearest the mean of the text's sentence vectors.
+- `centrality` (the default): position-aware graph centrality over sentence vectors (PACSUM, Zheng & Lapata 2019):
+  a sentence gains from the similar sentences after it (`forward`) and loses from those before it (`backward`: a
+  sentence that repeats an earlier one is not the one to keep), on edges above a share `beta` of the range of
+  similarities; the picks are then made greedily with maximal marginal relevance (Carbonell & Goldstein 1998):
+  `mmr` of the score against (1 - `mmr`) of the highest similarity to a sentence already picked.
+- `oracle`: greedy ROUGE against a reference (Nallapati et al. 2017; BertSum's labels): add the sentence that
+  raises ROUGE-1 + ROUGE-2 F most, until k or no gain. An upper bound, and training labels.
+
+Sentence vectors come from any model `bertkit.apps.duplicates.model_vectors` accepts (a directory, a Predictor), or
+are given (`vectors=`). `split_text` cuts a text into sentences (paragraphs at blank lines, then
+`data.corpus.split_sentences`; an all-lower-case text, such as the BBC articles here, is cut at every full stop
+followed by a space, since no capital says where a sentence starts).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from bertkit.data.corpus import split_sentences
+from bertkit.metrics import rouge_tokens
+
+METHODS = ("centrality", "lead", "textrank", "centroid", "oracle")
+
+
+def split_text(text: str) -> list[str]:
+    """The sentences of `text`: paragraphs at blank lines (or single newlines), then sentences."""
+    cased = text != text.lower()
+    out = []
+    for paragraph in text.replace("\r\n", "\n").split("\n"):
+        paragraph = paragraph.strip()
+        if paragraph:
+            out.extend(split_sentences(paragraph, lowercase_continues=cased))
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+
+
+def _pagerank(weights: np.ndarray, damping: float = 0.85, steps: int = 100) -> np.ndarray:
+    n = len(weights)
+    out = weights.sum(1, keepdims=True)
+    walk = np.where(out > 0, weights / np.where(out > 0, out, 1), 1.0 / n)  # a sentence with no edge: jump anywhere
+    rank = np.full(n, 1.0 / n)
+    for _ in range(steps):
+        new = (1 - damping) / n + damping * rank @ walk
+        if np.abs(new - rank).sum() < 1e-9:
+            return new
+        rank = new
+    return rank
+
+
+def tfidf_vectors(sentences: Sequence[str]) -> np.ndarray:
+    """TF-IDF rows (log-scaled idf over the text's own sentences) of the words of any script (`rouge_tokens`)."""
+    docs = [rouge_tokens(s, "unicode") for s in sentences]
+    vocab = {w: i for i, w in enumerate(sorted({w for d in docs for w in d}))}
+    counts = np.zeros((len(docs), max(len(vocab), 1)), dtype=np.float64)
+    for r, d in enumerate(docs):
+        for w in d:
+            counts[r, vocab[w]] += 1
+    idf = np.log((1 + len(docs)) / (1 + (counts > 0).sum(0))) + 1
+    return counts * idf
+
+
+def textrank_scores(sentences: Sequence[str]) -> np.ndarray:
+    sim = _unit(tfidf_vectors(sentences))
+    sim = sim @ sim.T
+    np.fill_diagonal(sim, 0.0)
+    return _pagerank(np.clip(sim, 0, None))
+
+
+def centrality_scores(vectors: np.ndarray, forward: float = 1.0, backward: float = -2.0, beta: float = 0.6
+                      ) -> np.ndarray:
+    """PACSUM's directed centrality: for sentence i, `forward` x the edges to later sentences plus `backward` x
+    the edges to earlier ones, an edge being the similarity minus (min + beta x (max - min)), kept when positive."""
+    v = _unit(np.asarray(vectors, dtype=np.float64))
+    sim = v @ v.T
+    n = len(sim)
+    if n < 2:
+        return np.zeros(n)
+    off = sim[~np.eye(n, dtype=bool)]
+    edges = np.clip(sim - (off.min() + beta * (off.max() - off.min())), 0, None)
+    later, earlier = np.triu(edges, 1), np.tril(edges, -1)
+    return forward * later.sum(1) + backward * earlier.sum(1)
+
+
+def mmr_pick(scores: np.ndarray, vectors: np.ndarray | None, k: int, mmr: float = 1.0) -> list[int]:
+    """k indices chosen greedily by `mmr` x score - (1 - mmr) x the highest cosine to one already chosen (scores
+    scaled to [0, 1] first, so the two terms are comparable); `mmr` 1: the top k by score."""
+    k = min(k, len(scores))
+    s = np.asarray(scores, dtype=np.float64)
+    if s.max() > s.min():
+        s = (s - s.min()) / (s.max() - s.min())
+    if mmr >= 1.0 or vectors is None:
+        return sorted(np.argsort(-s, kind="stable")[:k].tolist())
+    v = _unit(np.asarray(vectors, dtype=np.float64))
+    sim = v @ v.T
+    chosen: list[int] = []
+    for _ in range(k):
+        redundancy = sim[:, chosen].max(1) if chosen else np.zeros(len(s))
+        value = mmr * s - (1 - mmr) * redundancy
+        value[chosen] = -np.inf
+        chosen.append(int(np.argmax(value)))
+    return sorted(chosen)
+
+
+def oracle(sentences: Sequence[str], reference: str, k: int, tokens: str = "rouge-score") -> list[int]:
+    """Greedy ROUGE-1 + ROUGE-2 F against `reference`: add the best sentence while it raises the sum, at most k.
+    (The chosen sentences are read in article order, joined by spaces, as `rouge` would read them; only ROUGE-1
+    and -2 are computed, from token counts.)"""
+    words = [rouge_tokens(x, tokens) for x in sentences]
+    ref = rouge_tokens(reference, tokens)
+    ref_grams = [Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1)) for n in (1, 2)]
+
+    def gain(chosen: list[int]) -> float:
+        toks = [t for j in sorted(chosen) for t in words[j]]
+        total = 0.0
+        for n, want in zip((1, 2), ref_grams):
+            got = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+            hits = sum((got & want).values())
+            p, r = hits / max(sum(got.values()), 1), hits / max(sum(want.values()), 1)
+            total += 2 * p * r / (p + r) if p + r > 0 else 0.0
+        return total
+
+    chosen: list[int] = []
+    best = 0.0
+    for _ in range(min(k, len(sentences))):
+        candidates = [(gain([*chosen, i]), -i) for i in range(len(sentences)) if i not in chosen]
+        if not candidates:
+            break
+        score, neg = max(candidates)
+        if score <= best:
+            break
+        best = score
+        chosen.append(-neg)
+    return sorted(chosen)
+
+
+def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
+              reference: str | None = None, mmr: float = 0.7, forward: float = 1.0, backward: float = -2.0,
+              beta: float = 0.6) -> list[int]:
+    """The indices (ascending) of the k sentences `method` picks; `vectors` (one row per sentence) for the methods
+    that read sentence vectors, `reference` for the oracle."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    if k < 1:
+        raise ValueError(f"k {k}: at least one sentence")
+    n = len(sentences)
+    if n <= k:
+        return list(range(n))
+    if method == "lead":
+        return list(range(k))
+    if method == "textrank":
+        return mmr_pick(textrank_scores(sentences), None, k)
+    if method == "oracle":
+        if reference is None:
+            raise ValueError("oracle: needs the reference summary")
+        return oracle(sentences, reference, k)
+    if vectors is None or len(vectors) != n:
+        raise ValueError(f"{method}: needs one sentence vector per sentence ({n}), got "
+                         f"{'none' if vectors is None else len(vectors)}")
+    if method == "centroid":
+        v = _unit(np.asarray(vectors, dtype=np.float64))
+        return mmr_pick(v @ _unit(v.mean(0, keepdims=True))[0], None, k)
+    return mmr_pick(centrality_scores(vectors, forward, backward, beta), vectors, k, mmr)

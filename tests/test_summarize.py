@@ -1,0 +1,66 @@
+"""Extractive summaries (apps/summarize.py): sentence splitting of cased, lower-cased and Korean text; each
+method's choice on texts whose answer is known; bad input named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bertkit.apps.summarize import METHODS, centrality_scores, mmr_pick, oracle, split_text, summarize
+from bertkit.metrics import rouge
+
+
+def test_split_text_cuts_lower_case_and_korean_articles():
+    assert split_text("uk economy at risk\n\nthe bcc said growth will slow. dr. smith agreed. it is 3.5% now.") == [
+        "uk economy at risk", "the bcc said growth will slow.", "dr. smith agreed.", "it is 3.5% now."]
+    # cased text keeps the lower-case continuation rule ("e.g. this" is one sentence)
+    assert split_text("He said e.g. this works. Then he left.") == ["He said e.g. this works.", "Then he left."]
+    assert split_text("지카바이러스가 확인됐다. 연구진은 쥐를 실험했다.\n결과는 네이처에 실렸다.") == [
+        "지카바이러스가 확인됐다.", "연구진은 쥐를 실험했다.", "결과는 네이처에 실렸다."]
+    assert split_text("") == [] and split_text("   \n\n ") == []
+
+
+SENTENCES = ["the central bank raised interest rates again on tuesday.",
+             "the bank said inflation was still too high.",
+             "markets fell after the central bank raised rates.",
+             "the weather was sunny in the capital.",
+             "economists expect the bank to raise rates again."]
+
+
+def test_lead_textrank_and_oracle_pick_what_they_should():
+    assert summarize(SENTENCES, 2, "lead") == [0, 1]
+    tr = summarize(SENTENCES, 2, "textrank")
+    assert 3 not in tr and len(tr) == 2  # the off-topic sentence is the least central
+    reference = SENTENCES[2] + " " + SENTENCES[4]
+    assert oracle(SENTENCES, reference, 3) == [2, 4]  # stops when no sentence adds ROUGE
+    picked = summarize(SENTENCES, 3, "oracle", reference=reference)
+    r = rouge(" ".join(SENTENCES[i] for i in picked), reference)
+    assert r["rouge2"]["f"] == pytest.approx(1.0)
+    assert summarize(SENTENCES[:2], 3, "centrality") == [0, 1]  # fewer sentences than k: all of them, no vectors
+
+
+def test_centroid_centrality_and_mmr_on_known_vectors():
+    fan = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])  # the mean points between the middle two
+    assert summarize(SENTENCES[:4], 2, "centroid", vectors=fan) == [1, 2]
+    v = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [0.8, 0.2, 0.1]])
+    scores = centrality_scores(v, forward=1.0, backward=0.0, beta=0.5)
+    assert scores[3] == pytest.approx(0.0)  # the outlier's edges are all below the threshold
+    assert scores[0] > scores[4]  # forward only: the first of a similar run gains from all after it
+    # two identical sentences: the top two by score are the twins; with MMR the second pick is another sentence
+    s = np.array([0.5, 1.0, 1.0, 0.0, 0.4])
+    assert mmr_pick(s, v, 2, mmr=1.0) == [1, 2]
+    assert mmr_pick(s, v, 2, mmr=0.4) == [1, 3]  # the twin costs 0.6 x 1.0 of redundancy, the outlier nothing
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="method 'abstractive': choose one of " + ", ".join(METHODS)):
+        summarize(SENTENCES, 3, "abstractive")
+    with pytest.raises(ValueError, match="k 0: at least one sentence"):
+        summarize(SENTENCES, 0)
+    with pytest.raises(ValueError, match=r"centrality: needs one sentence vector per sentence \(5\), got none"):
+        summarize(SENTENCES, 3)
+    with pytest.raises(ValueError, match=r"got 2"):
+        summarize(SENTENCES, 3, "centroid", vectors=np.ones((2, 3)))
+    with pytest.raises(ValueError, match="oracle: needs the reference summary"):
+        summarize(SENTENCES, 3, "oracle")
+    assert summarize([], 3, "lead") == []
