@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertkit.apps.summarize import METHODS, centrality_scores, mmr_pick, oracle, split_text, summarize
+from bertkit.apps.summarize import (METHODS, centrality_scores, mmr_pick, oracle, split_text, summarize,
+                                    textrank_scores)
 from bertkit.metrics import rouge
 
 
@@ -43,9 +44,12 @@ def test_centroid_centrality_and_mmr_on_known_vectors():
     fan = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])  # the mean points between the middle two
     assert summarize(SENTENCES[:4], 2, "centroid", vectors=fan) == [1, 2]
     v = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [0.8, 0.2, 0.1]])
-    scores = centrality_scores(v, forward=1.0, backward=0.0, beta=0.5)
-    assert scores[3] == pytest.approx(0.0)  # the outlier's edges are all below the threshold
-    assert scores[0] > scores[4]  # forward only: the first of a similar run gains from all after it
+    by_meaning = centrality_scores(SENTENCES, v, lexical=0.0)  # LexRank over the vectors
+    assert by_meaning.argmin() == 3  # the outlier vector
+    by_words = centrality_scores(SENTENCES, v, lexical=1.0)
+    np.testing.assert_allclose(by_words, textrank_scores(SENTENCES))  # TextRank
+    assert by_words.argmin() == 3  # the weather sentence shares no word with the others' topic
+    assert np.isclose(centrality_scores(SENTENCES, v, 0.5).sum(), 1.0)  # PageRank: a distribution
     # two identical sentences: the top two by score are the twins; with MMR the second pick is another sentence
     s = np.array([0.5, 1.0, 1.0, 0.0, 0.4])
     assert mmr_pick(s, v, 2, mmr=1.0) == [1, 2]

@@ -7,16 +7,17 @@ BERT does not generate, so a BERT summary is a choice of sentences (KPF's kpfber
 - `textrank`: TextRank (Mihalcea & Tarau 2004) as usually implemented: PageRank over the cosine graph of the
   sentences' TF-IDF vectors (words of any script, weights fitted on the text itself).
 - `centroid`: the k sentences whose vectors are nearest the mean of the text's sentence vectors.
-- `centrality` (the default): position-aware graph centrality over sentence vectors (PACSUM, Zheng & Lapata 2019):
-  a sentence gains from the similar sentences after it (`forward`) and loses from those before it (`backward`: a
-  sentence that repeats an earlier one is not the one to keep), on edges above a share `beta` of the range of
-  similarities; the picks are then made greedily with maximal marginal relevance (Carbonell & Goldstein 1998):
-  `mmr` of the score against (1 - `mmr`) of the highest similarity to a sentence already picked.
+- `centrality` (the default): PageRank over a graph of both: each edge `lexical` x the TF-IDF cosine of two
+  sentences plus (1 - `lexical`) x the cosine of their sentence vectors (LexRank at 0, TextRank at 1); the picks
+  optionally made with maximal marginal relevance (Carbonell & Goldstein 1998): `mmr` of the score against
+  (1 - `mmr`) of the highest similarity to a sentence already picked. On BBC the mixed graph beat both of its
+  halves (benchmarks/RESULTS.md, "Extractive summaries"); PACSUM's position-aware directed centrality (Zheng &
+  Lapata 2019) was measured too and fell below the plain centroid there.
 - `oracle`: greedy ROUGE against a reference (Nallapati et al. 2017; BertSum's labels): add the sentence that
   raises ROUGE-1 + ROUGE-2 F most, until k or no gain. An upper bound, and training labels.
 
-Sentence vectors come from any model `bertkit.apps.duplicates.model_vectors` accepts (a directory, a Predictor), or
-are given (`vectors=`). `split_text` cuts a text into sentences (paragraphs at blank lines, then
+Sentence vectors are given (`vectors=`, one row per sentence: `Predictor.embed(sentences)`; the CLI and the
+service embed with the model they serve). `split_text` cuts a text into sentences (paragraphs at blank lines, then
 `data.corpus.split_sentences`; an all-lower-case text, such as the BBC articles here, is cut at every full stop
 followed by a space, since no capital says where a sentence starts).
 """
@@ -74,26 +75,24 @@ def tfidf_vectors(sentences: Sequence[str]) -> np.ndarray:
     return counts * idf
 
 
+def _cosines(rows: np.ndarray) -> np.ndarray:
+    u = _unit(np.asarray(rows, dtype=np.float64))
+    return np.clip(u @ u.T, 0, None)  # a graph's edges: negative cosines cut to 0
+
+
 def textrank_scores(sentences: Sequence[str]) -> np.ndarray:
-    sim = _unit(tfidf_vectors(sentences))
-    sim = sim @ sim.T
+    sim = _cosines(tfidf_vectors(sentences))
     np.fill_diagonal(sim, 0.0)
-    return _pagerank(np.clip(sim, 0, None))
+    return _pagerank(sim)
 
 
-def centrality_scores(vectors: np.ndarray, forward: float = 1.0, backward: float = -2.0, beta: float = 0.6
-                      ) -> np.ndarray:
-    """PACSUM's directed centrality: for sentence i, `forward` x the edges to later sentences plus `backward` x
-    the edges to earlier ones, an edge being the similarity minus (min + beta x (max - min)), kept when positive."""
-    v = _unit(np.asarray(vectors, dtype=np.float64))
-    sim = v @ v.T
-    n = len(sim)
-    if n < 2:
-        return np.zeros(n)
-    off = sim[~np.eye(n, dtype=bool)]
-    edges = np.clip(sim - (off.min() + beta * (off.max() - off.min())), 0, None)
-    later, earlier = np.triu(edges, 1), np.tril(edges, -1)
-    return forward * later.sum(1) + backward * earlier.sum(1)
+def centrality_scores(sentences: Sequence[str], vectors: np.ndarray, lexical: float = 0.7) -> np.ndarray:
+    """PageRank over a graph whose edge between two sentences is `lexical` x their TF-IDF cosine plus
+    (1 - `lexical`) x their sentence vectors' cosine: shared words and shared meaning. `lexical` 0 is LexRank over
+    sentence vectors, 1 is TextRank."""
+    sim = lexical * _cosines(tfidf_vectors(sentences)) + (1 - lexical) * _cosines(vectors)
+    np.fill_diagonal(sim, 0.0)
+    return _pagerank(sim)
 
 
 def mmr_pick(scores: np.ndarray, vectors: np.ndarray | None, k: int, mmr: float = 1.0) -> list[int]:
@@ -149,8 +148,7 @@ def oracle(sentences: Sequence[str], reference: str, k: int, tokens: str = "roug
 
 
 def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
-              reference: str | None = None, mmr: float = 0.7, forward: float = 1.0, backward: float = -2.0,
-              beta: float = 0.6) -> list[int]:
+              reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0) -> list[int]:
     """The indices (ascending) of the k sentences `method` picks; `vectors` (one row per sentence) for the methods
     that read sentence vectors, `reference` for the oracle."""
     if method not in METHODS:
@@ -174,4 +172,4 @@ def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", 
     if method == "centroid":
         v = _unit(np.asarray(vectors, dtype=np.float64))
         return mmr_pick(v @ _unit(v.mean(0, keepdims=True))[0], None, k)
-    return mmr_pick(centrality_scores(vectors, forward, backward, beta), vectors, k, mmr)
+    return mmr_pick(centrality_scores(sentences, vectors, lexical), vectors, k, mmr)
