@@ -68,3 +68,56 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="oracle: needs the reference summary"):
         summarize(SENTENCES, 3, "oracle")
     assert summarize([], 3, "lead") == []
+
+
+ARTICLE = ("The central bank raised interest rates again on Tuesday. The bank said inflation was still too high. "
+           "Markets fell after the central bank raised rates. The weather was sunny in the capital. "
+           "Economists expect the bank to raise rates again.")
+
+
+def test_summarize_cli_end_to_end(minilm_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    from bertkit.cli import main
+
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": ARTICLE}) + "\n\n"
+                   + json.dumps({"id": 2, "sentences": SENTENCES, "reference": SENTENCES[2]}) + "\n"
+                   + json.dumps({"id": 3, "text": "한 문장뿐인 기사다."}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["summarize", "--model", str(minilm_dir), "--input", str(src), "--output", str(out), "--k", "2"]) == 0
+    assert "summarized 3 articles (centrality, k 2)" in capsys.readouterr().err
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["summary_sentences"] == sorted(r["summary_sentences"]) and len(r["summary_sentences"]) <= 2
+        assert r["summary"] == " ".join(r["sentences"][i] for i in r["summary_sentences"])
+    assert len(rows[0]["sentences"]) == 5 and rows[2]["summary_sentences"] == [0]
+    assert 3 not in rows[0]["summary_sentences"]  # not the weather
+    for method in ("lead", "textrank"):  # no model needed
+        assert main(["summarize", "--input", str(src), "--output", str(out), "--method", method]) == 0
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 1, "text": ARTICLE}) + "\n", encoding="utf-8")
+    assert main(["summarize", "--input", str(tmp_path / "bad.jsonl"), "--output", str(out), "--method",
+                 "oracle"]) == 2
+    assert "line 1: --method oracle needs a field 'reference'" in capsys.readouterr().err
+    assert main(["summarize", "--input", str(src), "--output", str(tmp_path / "o2"), "--method", "centrality"]) == 2
+    assert "give --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line,message", [
+    ("{not json", "line 1: not JSON"),
+    ('{"title": "x"}', "line 1: expected a field 'text' (a string) or 'sentences' (a list of strings)"),
+    ('{"text": "   "}', "line 1: no sentence in it"),
+    ('{"sentences": "one string"}', "line 1: field 'sentences': expected a list of strings"),
+    ('["text"]', "line 1: expected a JSON object"),
+    ('{"text": "a.", "reference": 3}', "line 1: field 'reference': expected a string"),
+])
+def test_summarize_bad_lines_are_named_and_nothing_is_written(tmp_path, capsys, line, message):
+    from bertkit.cli import main
+
+    (tmp_path / "in.jsonl").write_text(line + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["summarize", "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--method", "lead"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -894,6 +894,33 @@ def run_embed(args) -> None:
 
 
 # verb -> (help, add its flags, run it)
+def add_summarize(s) -> None:
+    from bertkit.apps.summarize import METHODS, summarize_file
+    from bertkit.infer.predictor import BACKENDS
+
+    s.add_argument("--model", help="the sentence-vector model (for --method centrality or centroid)")
+    s.add_argument("--input", required=True, help="JSON lines, each {\"text\": ...} (split into sentences here) or "
+                                                  "{\"sentences\": [...]}; \"reference\" for --method oracle")
+    s.add_argument("--output", required=True, help="the input lines with summary_sentences, sentences and summary")
+    add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "threads", "backend"),
+               choices={"method": list(METHODS), "backend": list(BACKENDS)}, help={
+                   "k": "sentences per summary (default %(default)s)",
+                   "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
+                             "centroid, or oracle (greedy ROUGE against 'reference') (default %(default)s)",
+                   "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
+                   "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default %(default)s)",
+                   "threads": "threads for the sentence vectors", "backend": BACKEND_HELP})
+
+
+def run_summarize(args) -> None:
+    from bertkit.apps.summarize import summarize_file
+
+    check_not_input(args.output, [args.input] + ([args.model] if args.model else []), "summarize")
+    n = summarize_file(args.model, args.input, args.output, args.k, args.method, args.lexical, args.mmr,
+                       args.threads, args.backend)
+    print(f"summarized {n} articles ({args.method}, k {args.k}) -> {args.output}", file=sys.stderr)
+
+
 VERBS: dict[str, tuple[str, Callable, Callable]] = {
     "tokenize": ("text lines -> JSON lines of input_ids, token_type_ids, offsets", add_tokenize, run_tokenize),
     "encode": ("text lines -> hidden states (.npz) for feature extraction", add_encode, run_encode),
@@ -918,6 +945,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
                 run_cluster),
     "embed": ("a corpus (.txt, .jsonl, .csv) -> a vectors directory, streamed and resumable (--ray)", add_embed,
               run_embed),
+    "summarize": ("extractive summaries: the k sentences of each article that stand for it", add_summarize,
+                  run_summarize),
 }
 
 

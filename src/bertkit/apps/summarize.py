@@ -173,3 +173,76 @@ def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", 
         v = _unit(np.asarray(vectors, dtype=np.float64))
         return mmr_pick(v @ _unit(v.mean(0, keepdims=True))[0], None, k)
     return mmr_pick(centrality_scores(sentences, vectors, lexical), vectors, k, mmr)
+
+
+# ---- the file job (`bertkit summarize`) ------------------------------------------------------------------------------
+MAX_SENTENCES = 2000  # sentences of one article at most: the graph is n x n
+
+
+def _article(item, path: str, lineno: int) -> tuple[list[str], str | None]:
+    """(sentences, reference) of one JSON line: `{"text": ...}` (split here) or `{"sentences": [...]}`, and an
+    optional `"reference"` (the oracle's)."""
+    where = f"{path}: line {lineno}"
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected a JSON object with \"text\" or \"sentences\"")
+    if "sentences" in item:
+        sentences = item["sentences"]
+        if not isinstance(sentences, list) or not all(isinstance(x, str) for x in sentences):
+            raise ValueError(f"{where}: field 'sentences': expected a list of strings")
+        sentences = [x.strip() for x in sentences if x.strip()]
+    elif isinstance(item.get("text"), str):
+        sentences = split_text(item["text"])
+    else:
+        raise ValueError(f"{where}: expected a field 'text' (a string) or 'sentences' (a list of strings)")
+    if not sentences:
+        raise ValueError(f"{where}: no sentence in it (empty 'text' or 'sentences')")
+    if len(sentences) > MAX_SENTENCES:
+        raise ValueError(f"{where}: {len(sentences)} sentences, more than {MAX_SENTENCES}: split the article")
+    reference = item.get("reference")
+    if reference is not None and not isinstance(reference, str):
+        raise ValueError(f"{where}: field 'reference': expected a string")
+    return sentences, reference
+
+
+def summarize_file(model: str | None, input: str, output: str, k: int = 3, method: str = "centrality",
+                   lexical: float = 0.7, mmr: float = 1.0, threads: int = 0, backend: str = "auto") -> int:
+    """Each JSON line of `input` with `summary_sentences` (indices into `sentences`, ascending), `sentences` and
+    `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
+    number of lines. `model`: the sentence-vector model (`centrality`, `centroid`)."""
+    import json
+
+    from bertkit.infer.batchio import read_inputs
+    from bertkit.io import atomic_path
+
+    if method not in METHODS:
+        raise ValueError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    if k < 1:
+        raise ValueError(f"--k {k}: at least one sentence")
+    if not 0 <= lexical <= 1 or not 0 <= mmr <= 1:
+        raise ValueError(f"--lexical {lexical} / --mmr {mmr}: each between 0 and 1")
+    predictor = None
+    if method in ("centrality", "centroid"):
+        if model is None:
+            raise ValueError(f"--method {method}: give --model (the sentence vectors' model)")
+        from bertkit.infer.predictor import Predictor, PredictorSettings
+
+        predictor = Predictor.from_pretrained(model, PredictorSettings(threads=threads, backend=backend))
+    n = 0
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for line in read_inputs(input, False):
+            if not line.text.strip():
+                continue
+            try:
+                item = json.loads(line.text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{input}: line {line.lineno}: not JSON ({e.msg})") from None
+            sentences, reference = _article(item, input, line.lineno)
+            if method == "oracle" and reference is None:
+                raise ValueError(f"{input}: line {line.lineno}: --method oracle needs a field 'reference'")
+            vectors = predictor.embed(sentences) if predictor is not None else None
+            chosen = summarize(sentences, k, method, vectors=vectors, reference=reference, lexical=lexical, mmr=mmr)
+            item.update(summary_sentences=chosen, sentences=sentences,
+                        summary=" ".join(sentences[i] for i in chosen))
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+            n += 1
+    return n
