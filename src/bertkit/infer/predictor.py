@@ -387,38 +387,46 @@ class Predictor:
             results.append({**self.task_family.result(total / notes[i].get("windows", 1), names), **notes[i]})
         return results
 
-    def explain(self, text: str, label: str | None = None) -> dict:
-        """Which words drove a classification: gradient x input (Shrikumar et al. 2017) of the label's logit with
-        respect to the word embeddings, its L1 norm over the hidden size for each piece, summed over each word's
-        pieces and over each sentence, scaled so that the largest is 1. One text, read in its first window; needs
-        the float PyTorch model (gradients)."""
+    EXPLAIN_METHODS = ("gradient x input", "integrated gradients")
+    IG_BASELINES = ("pad", "mask", "zero")
+
+    def explain(self, text: str, label: str | None = None, method: str = "gradient x input", steps: int = 64,
+                baseline: str = "pad", internal_batch: int = 16) -> dict:
+        """Which words drove a classification, per piece summed over each word's pieces and over each sentence,
+        scaled so that the largest magnitude is 1. One text, read in its first window; needs the float PyTorch
+        model (gradients).
+
+        - `gradient x input` (Shrikumar et al. 2017): the label logit's gradient with respect to the word
+          embeddings times the embeddings, its L1 norm over the hidden size for each piece (unsigned).
+        - `integrated gradients` (Sundararajan et al. 2017): the gradient averaged along the straight path from a
+          `baseline` to the input embeddings (`steps` midpoints, `internal_batch` of them per model call) times
+          (input - baseline), summed over the hidden size: signed, and summing to F(input) - F(baseline) up to
+          the integral's error, which is reported (`difference`, `delta`, and `delta_share` of the difference). Baselines: every
+          piece but [CLS]/[SEP] replaced by [PAD] (`pad`, the usual choice for BERT) or [MASK] (`mask`), or zero
+          vectors (`zero`)."""
         from bertkit.data.corpus import split_sentences
 
         if not self.task_family.explains:
             raise ValueError(f"this model does {self.family}; explanations are for classification")
+        if method not in self.EXPLAIN_METHODS:
+            raise ValueError(f"method {method!r}: choose one of {', '.join(self.EXPLAIN_METHODS)}")
+        if baseline not in self.IG_BASELINES or steps < 1 or internal_batch < 1:
+            raise ValueError(f"baseline {baseline!r} / steps {steps} / internal_batch {internal_batch}: a baseline "
+                             f"of {', '.join(self.IG_BASELINES)} and at least one step and one row per call")
         model = self.float_model()
         enc = self.tok.encode(text, max_length=self.max_length)
-        ids = torch.tensor([enc.ids])
-        captured = {}
-
-        def keep(module, args, out):  # returns None: the output is unchanged
-            out.retain_grad()
-            captured["emb"] = out
-
-        hook = model.bert.embeddings.word_embeddings.register_forward_hook(keep)
-        try:
-            with evaluating(model), torch.enable_grad():
-                logits = model(ids, torch.ones_like(ids), torch.tensor([enc.type_ids])).logits[0]
-                names = [self.config.id2label.get(i, f"LABEL_{i}") if self.config.id2label else f"LABEL_{i}"
-                         for i in range(self.config.num_labels)]
-                target = names.index(label) if label is not None else int(logits.argmax())
-                logits[target].backward()
-        finally:
-            hook.remove()
-            model.zero_grad(set_to_none=True)
-        emb = captured["emb"]
-        # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
-        scores = (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
+        ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
+        names = [self.config.id2label.get(i, f"LABEL_{i}") if self.config.id2label else f"LABEL_{i}"
+                 for i in range(self.config.num_labels)]
+        if label is not None and label not in names:
+            raise ValueError(f"label {label!r}: the model's labels are {', '.join(names)}")
+        extra: dict = {}
+        if method == "integrated gradients":
+            logits, scores, extra = self._integrated_gradients(model, ids, types, label, names, steps, baseline,
+                                                               internal_batch)
+            target = names.index(label) if label is not None else int(logits.argmax())
+        else:
+            logits, target, scores = self._gradient_x_input(model, ids, types, label, names)
         continues = self.tok.continuation_mask()  # WordPiece `##`, BPE without `Ġ`, Unigram without `▁`
         probs = logits.detach().softmax(-1).tolist()
         words: list[dict] = []  # continuation pieces joined to their word
@@ -438,14 +446,75 @@ class Predictor:
             sentences.append({"text": sent, "start": a, "end": b,
                               "score": sum(w["score"] for w in words if a <= w["start"] < b)})
         for group in (words, sentences):
-            peak = max((x["score"] for x in group), default=0.0) or 1.0
+            peak = max((abs(x["score"]) for x in group), default=0.0) or 1.0  # IG's scores are signed
             for x in group:
                 x["score"] = x["score"] / peak
         for w in words:
             w["text"] = text[w["start"]:w["end"]]
-        return {"label": names[target], "probs": dict(zip(names, probs)), "method": "gradient x input",
-                "words": words, "sentences": sentences,
+        return {"label": names[target], "probs": dict(zip(names, probs)), "method": method,
+                "words": words, "sentences": sentences, **extra,
                 **({"truncated": True} if len(enc) == self.max_length else {})}
+
+    def _gradient_x_input(self, model, ids, types, label, names) -> tuple[torch.Tensor, int, list[float]]:
+        captured = {}
+
+        def keep(module, args, out):  # returns None: the output is unchanged
+            out.retain_grad()
+            captured["emb"] = out
+
+        hook = model.bert.embeddings.word_embeddings.register_forward_hook(keep)
+        try:
+            with evaluating(model), torch.enable_grad():
+                logits = model(ids, torch.ones_like(ids), types).logits[0]
+                target = names.index(label) if label is not None else int(logits.argmax())
+                logits[target].backward()
+        finally:
+            hook.remove()
+            model.zero_grad(set_to_none=True)
+        emb = captured["emb"]
+        # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
+        return logits.detach(), target, (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
+
+    def _integrated_gradients(self, model, ids, types, label, names, steps: int, baseline: str,
+                              internal_batch: int) -> tuple[torch.Tensor, list[float], dict]:
+        words = model.bert.embeddings.word_embeddings
+        keep = torch.tensor([[t in (self.tok.cls_id, self.tok.sep_id) for t in ids[0].tolist()]])
+        with torch.no_grad():
+            x = words(ids)  # (1, T, E)
+            if baseline == "zero":
+                base = torch.where(keep[..., None], x, torch.zeros_like(x))
+            else:
+                fill = self.tok.pad_id if baseline == "pad" else self.tok.mask_id
+                base = words(torch.where(keep, ids, torch.full_like(ids, fill)))
+        path = {}
+
+        def replace(module, args, out):  # the word embeddings of this call: points on the path
+            return path["points"]
+
+        hook = words.register_forward_hook(replace)
+        try:
+            with evaluating(model), torch.no_grad():  # the two ends, for the label and the completeness check
+                path["points"] = torch.cat([x, base])
+                ends = model(ids.expand(2, -1), torch.ones_like(ids).expand(2, -1), types.expand(2, -1)).logits
+            target = names.index(label) if label is not None else int(ends[0].argmax())
+            alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps  # midpoints of the Riemann sum
+            total = torch.zeros_like(x[0])
+            with evaluating(model), torch.enable_grad():
+                for chunk in alphas.split(internal_batch):
+                    points = (base + chunk[:, None, None] * (x - base)).requires_grad_(True)
+                    path["points"] = points
+                    n = len(chunk)
+                    out = model(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), types.expand(n, -1)).logits
+                    total += torch.autograd.grad(out[:, target].sum(), points)[0].sum(0)
+        finally:
+            hook.remove()
+            model.zero_grad(set_to_none=True)
+        attributions = ((x - base)[0] * total / steps).sum(-1)  # (T,) signed
+        difference = float(ends[0, target] - ends[1, target])
+        delta = float(attributions.sum()) - difference
+        return ends[0], attributions.tolist(), {
+            "steps": steps, "baseline": baseline, "difference": difference, "delta": delta,
+            "delta_share": abs(delta) / abs(difference) if difference else float("inf")}
 
     def tag(self, texts: Sequence[str] | Sequence[TagExample]) -> list[dict]:
         """Entities of raw texts (characters are the units, so offsets are the input's own), or tags of
