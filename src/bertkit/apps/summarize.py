@@ -227,8 +227,13 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
         from bertkit.infer.predictor import Predictor, PredictorSettings
 
         predictor = Predictor.from_pretrained(model, PredictorSettings(threads=threads, backend=backend))
+    import sys
+
+    from tqdm import tqdm
+
     n = 0
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out:
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:
         for line in read_inputs(input, False):
             if not line.text.strip():
                 continue
@@ -245,4 +250,5 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
                         summary=" ".join(sentences[i] for i in chosen))
             out.write(json.dumps(item, ensure_ascii=False) + "\n")
             n += 1
+            bar.update(1)
     return n
