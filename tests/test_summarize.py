@@ -105,6 +105,15 @@ def test_summarize_cli_end_to_end(minilm_dir, tmp_path, capsys, monkeypatch):
     assert "give --model" in capsys.readouterr().err
 
 
+def test_summarize_refuses_an_enormous_line(tmp_path, capsys):
+    from bertkit.cli import main
+
+    (tmp_path / "in.jsonl").write_text('{"text": "' + "word. " * 200_000 + '"}\n', encoding="utf-8")
+    assert main(["summarize", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+                 "--method", "lead"]) == 2
+    assert "line 1: longer than 1,000,000 characters" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("line,message", [
     ("{not json", "line 1: not JSON"),
     ('{"title": "x"}', "line 1: expected a field 'text' (a string) or 'sentences' (a list of strings)"),

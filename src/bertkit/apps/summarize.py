@@ -211,7 +211,7 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
     number of lines. `model`: the sentence-vector model (`centrality`, `centroid`)."""
     import json
 
-    from bertkit.infer.batchio import read_inputs
+    from bertkit.infer.batchio import MAX_CHARS, read_inputs
     from bertkit.io import atomic_path
 
     if method not in METHODS:
@@ -237,6 +237,9 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
         for line in read_inputs(input, False):
             if not line.text.strip():
                 continue
+            if line.cut[0]:
+                raise ValueError(f"{input}: line {line.lineno}: longer than {MAX_CHARS:,} characters: split the "
+                                 f"article")
             try:
                 item = json.loads(line.text)
             except json.JSONDecodeError as e:
