@@ -67,8 +67,9 @@ class Server(Client):
     def __init__(self, app):
         super().__init__(free_port())
         # the connection limits `bertkit serve` runs with (read timeouts, connection cap), from the app's settings
+        # log_config None: no logging handlers bound to the stream a test captures (closed when the test ends)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
-                                                    **server_options(app.state.settings)))
+                                                    log_config=None, **server_options(app.state.settings)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         for _ in range(200):
