@@ -111,11 +111,12 @@ def test_summarize_refuses_an_enormous_line(tmp_path, capsys):
     (tmp_path / "in.jsonl").write_text('{"text": "' + "word. " * 200_000 + '"}\n', encoding="utf-8")
     assert main(["summarize", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
                  "--method", "lead"]) == 2
-    assert "line 1: longer than 1,000,000 characters" in capsys.readouterr().err
+    assert "line 1: longer than --max-chars (1000000 characters): an article is summarized whole" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize("line,message", [
-    ("{not json", "line 1: not JSON"),
+    ("{not json", "line 1: not a JSON object"),
     ('{"title": "x"}', "line 1: expected a field 'text' (a string) or 'sentences' (a list of strings)"),
     ('{"text": "   "}', "line 1: no sentence in it"),
     ('{"sentences": "one string"}', "line 1: field 'sentences': expected a list of strings"),

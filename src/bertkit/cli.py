@@ -902,14 +902,15 @@ def add_summarize(s) -> None:
     s.add_argument("--input", required=True, help="JSON lines, each {\"text\": ...} (split into sentences here) or "
                                                   "{\"sentences\": [...]}; \"reference\" for --method oracle")
     s.add_argument("--output", required=True, help="the input lines with summary_sentences, sentences and summary")
-    add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "threads", "backend"),
+    add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "threads", "backend", "max_chars"),
                choices={"method": list(METHODS), "backend": list(BACKENDS)}, help={
                    "k": "sentences per summary (default %(default)s)",
                    "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
                              "centroid, or oracle (greedy ROUGE against 'reference') (default %(default)s)",
                    "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
                    "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default %(default)s)",
-                   "threads": "threads for the sentence vectors", "backend": BACKEND_HELP})
+                   "threads": "threads for the sentence vectors", "backend": BACKEND_HELP,
+                   "max_chars": "characters of one input line at most (default %(default)s)"})
 
 
 def run_summarize(args) -> None:
@@ -917,7 +918,7 @@ def run_summarize(args) -> None:
 
     check_not_input(args.output, [args.input] + ([args.model] if args.model else []), "summarize")
     n = summarize_file(args.model, args.input, args.output, args.k, args.method, args.lexical, args.mmr,
-                       args.threads, args.backend)
+                       args.threads, args.backend, args.max_chars)
     print(f"summarized {n} articles ({args.method}, k {args.k}) -> {args.output}", file=sys.stderr)
 
 

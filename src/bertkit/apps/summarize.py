@@ -205,13 +205,14 @@ def _article(item, path: str, lineno: int) -> tuple[list[str], str | None]:
 
 
 def summarize_file(model: str | None, input: str, output: str, k: int = 3, method: str = "centrality",
-                   lexical: float = 0.7, mmr: float = 1.0, threads: int = 0, backend: str = "auto") -> int:
+                   lexical: float = 0.7, mmr: float = 1.0, threads: int = 0, backend: str = "auto",
+                   max_chars: int = 1_000_000) -> int:
     """Each JSON line of `input` with `summary_sentences` (indices into `sentences`, ascending), `sentences` and
     `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
     number of lines. `model`: the sentence-vector model (`centrality`, `centroid`)."""
     import json
 
-    from bertkit.infer.batchio import MAX_CHARS, read_inputs
+    from bertkit.infer.batchio import read_json_lines
     from bertkit.io import atomic_path
 
     if method not in METHODS:
@@ -234,19 +235,10 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
     n = 0
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
             tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:
-        for line in read_inputs(input, False):
-            if not line.text.strip():
-                continue
-            if line.cut[0]:
-                raise ValueError(f"{input}: line {line.lineno}: longer than {MAX_CHARS:,} characters: split the "
-                                 f"article")
-            try:
-                item = json.loads(line.text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{input}: line {line.lineno}: not JSON ({e.msg})") from None
-            sentences, reference = _article(item, input, line.lineno)
+        for lineno, item in read_json_lines(input, max_chars, "an article is summarized whole", skip_empty=True):
+            sentences, reference = _article(item, input, lineno)
             if method == "oracle" and reference is None:
-                raise ValueError(f"{input}: line {line.lineno}: --method oracle needs a field 'reference'")
+                raise ValueError(f"{input}: line {lineno}: --method oracle needs a field 'reference'")
             vectors = predictor.embed(sentences) if predictor is not None else None
             chosen = summarize(sentences, k, method, vectors=vectors, reference=reference, lexical=lexical, mmr=mmr)
             item.update(summary_sentences=chosen, sentences=sentences,

@@ -339,22 +339,31 @@ def assemble_npz(target: Path, work: Path, lengths: np.ndarray, token_at: np.nda
 
 
 
+def read_json_lines(path: str, max_chars: int = MAX_CHARS, why: str = "",
+                    skip_empty: bool = False) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each line of a JSON-lines file (`skip_empty`: blank lines left out). A line
+    is read whole (`why`), so one longer than `max_chars` characters is refused, never cut; bad JSON is named."""
+    for line in read_inputs(path, False, max_chars):
+        if skip_empty and not line.text.strip():
+            continue
+        if line.cut[0]:
+            raise InputError(f"{path}: line {line.lineno}: longer than --max-chars ({max_chars} characters): "
+                             f"{why}; raise --max-chars or split the line")
+        try:
+            yield line.lineno, json.loads(line.text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: line {line.lineno}: not a JSON object ({e.msg})") from None
+
+
 def read_json_inputs(path: str, fields: tuple[str, str], max_chars: int = MAX_CHARS,
                      why: str = "") -> Iterator[InputLine]:
     """An `InputLine` (text, pair: the two `fields`, e.g. question and context) for each JSON line. The model reads
     them whole (`why`), so a line longer than `max_chars` characters is refused (never cut)."""
     a, b = fields
-    for line in read_inputs(path, False, max_chars):
-        if line.cut[0]:
-            raise InputError(f"{path}: line {line.lineno}: longer than --max-chars ({max_chars} characters): "
-                             f"{why}; raise --max-chars or split the line")
-        try:
-            item = json.loads(line.text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: line {line.lineno}: not a JSON object ({e.msg})") from None
+    for lineno, item in read_json_lines(path, max_chars, why):
         if not isinstance(item, dict) or not isinstance(item.get(a), str) or not isinstance(item.get(b), str):
-            raise InputError(f"{path}: line {line.lineno}: expected {{\"{a}\": \"...\", \"{b}\": \"...\"}}")
-        yield InputLine(line.lineno, item[a], item[b], (False, False))
+            raise InputError(f"{path}: line {lineno}: expected {{\"{a}\": \"...\", \"{b}\": \"...\"}}")
+        yield InputLine(lineno, item[a], item[b], (False, False))
 
 
 PREDICT_CHUNK = 1024  # lines per call of the Predictor (it sorts them by length; output is written per chunk)
