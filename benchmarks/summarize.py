@@ -39,7 +39,7 @@ from bertkit.infer.predictor import Predictor, PredictorSettings  # noqa: E402
 from bertkit.metrics import rouge, sentence_prf  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "summarization"
-GRID = {"lexical": (0.0, 0.5, 0.7, 0.8, 0.9), "mmr": (1.0, 0.8)}
+GRID = {"lexical": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0), "mmr": (1.0, 0.8)}
 
 
 def bbc() -> list[tuple[list[str], str]]:
@@ -88,6 +88,7 @@ def main() -> None:
         chosen = dict(zip(GRID, values))
         picks = [summarize(articles[i][0], 3, vectors=vectors[i], **chosen) for i in tune]
         r2 = mean_rouge([articles[i] for i in tune], picks)["rouge2"]
+        print(f"  tuning articles, centrality {chosen}: ROUGE-2 {r2:.2f}", flush=True)
         if best is None or r2 > best[0]:
             best = (r2, chosen)
     settings = best[1]

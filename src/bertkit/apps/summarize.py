@@ -5,7 +5,7 @@ BERT does not generate, so a BERT summary is a choice of sentences (KPF's kpfber
 
 - `lead`: the first k sentences: news puts the gist first, and this is the baseline to beat.
 - `textrank`: TextRank (Mihalcea & Tarau 2004) as usually implemented: PageRank over the cosine graph of the
-  sentences' TF-IDF vectors (words of any script, weights fitted on the text itself).
+  sentences' TF-IDF vectors (scikit-learn's, over words of any script, fitted on the text itself).
 - `centroid`: the k sentences whose vectors are nearest the mean of the text's sentence vectors.
 - `centrality` (the default): PageRank over a graph of both: each edge `lexical` x the TF-IDF cosine of two
   sentences plus (1 - `lexical`) x the cosine of their sentence vectors (LexRank at 0, TextRank at 1); the picks
@@ -63,21 +63,25 @@ def _pagerank(weights: np.ndarray, damping: float = 0.85, steps: int = 100) -> n
     return rank
 
 
-def tfidf_vectors(sentences: Sequence[str]) -> np.ndarray:
-    """TF-IDF rows (log-scaled idf over the text's own sentences) of the words of any script (`rouge_tokens`)."""
-    docs = [rouge_tokens(s, "unicode") for s in sentences]
-    vocab = {w: i for i, w in enumerate(sorted({w for d in docs for w in d}))}
-    counts = np.zeros((len(docs), max(len(vocab), 1)), dtype=np.float64)
-    for r, d in enumerate(docs):
-        for w in d:
-            counts[r, vocab[w]] += 1
-    idf = np.log((1 + len(docs)) / (1 + (counts > 0).sum(0))) + 1
-    return counts * idf
+def tfidf_vectors(sentences: Sequence[str]):
+    """TF-IDF rows (scikit-learn's: smoothed idf over the text's own sentences, L2-normalised; sparse) of the words of
+    any script (`rouge_tokens`); one all-zero column when no sentence has a word."""
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(tokenizer=lambda x: rouge_tokens(x, "unicode"), lowercase=False, token_pattern=None)
+    try:
+        return vectorizer.fit_transform(sentences)
+    except ValueError:  # an empty vocabulary: punctuation or digits-free symbols only
+        return csr_matrix((len(sentences), 1))
 
 
-def _cosines(rows: np.ndarray) -> np.ndarray:
+def _cosines(rows) -> np.ndarray:
+    """A graph's edges: the rows' cosines (dense or sparse rows), negative ones cut to 0."""
+    if hasattr(rows, "toarray"):  # TF-IDF rows: already unit length
+        return np.clip((rows @ rows.T).toarray(), 0, None)
     u = _unit(np.asarray(rows, dtype=np.float64))
-    return np.clip(u @ u.T, 0, None)  # a graph's edges: negative cosines cut to 0
+    return np.clip(u @ u.T, 0, None)
 
 
 def textrank_scores(sentences: Sequence[str]) -> np.ndarray:
@@ -147,14 +151,18 @@ def oracle(sentences: Sequence[str], reference: str, k: int, tokens: str = "roug
     return sorted(chosen)
 
 
-def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
-              reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0) -> list[int]:
-    """The indices (ascending) of the k sentences `method` picks; `vectors` (one row per sentence) for the methods
-    that read sentence vectors, `reference` for the oracle."""
+def _check(method: str, k: int) -> None:
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if k < 1:
         raise ValueError(f"k {k}: at least one sentence")
+
+
+def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
+              reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0) -> list[int]:
+    """The indices (ascending) of the k sentences `method` picks; `vectors` (one row per sentence) for the methods
+    that read sentence vectors, `reference` for the oracle."""
+    _check(method, k)
     n = len(sentences)
     if n <= k:
         return list(range(n))
@@ -211,14 +219,14 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
     `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
     number of lines. `model`: the sentence-vector model (`centrality`, `centroid`)."""
     import json
+    import sys
+
+    from tqdm import tqdm
 
     from bertkit.infer.batchio import read_json_lines
     from bertkit.io import atomic_path
 
-    if method not in METHODS:
-        raise ValueError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    if k < 1:
-        raise ValueError(f"--k {k}: at least one sentence")
+    _check(method, k)  # before a model loads
     if not 0 <= lexical <= 1 or not 0 <= mmr <= 1:
         raise ValueError(f"--lexical {lexical} / --mmr {mmr}: each between 0 and 1")
     predictor = None
@@ -228,10 +236,6 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
         from bertkit.infer.predictor import Predictor, PredictorSettings
 
         predictor = Predictor.from_pretrained(model, PredictorSettings(threads=threads, backend=backend))
-    import sys
-
-    from tqdm import tqdm
-
     n = 0
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
             tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:

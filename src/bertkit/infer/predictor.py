@@ -150,7 +150,8 @@ class Predictor:
                              f"give at least 1 row per batch and a token budget of 0 (off) or more")
         is_module = isinstance(model, torch.nn.Module)
         if self.settings.backend == "auto":  # a model given as it is runs where it is
-            self.settings = replace(self.settings, backend="torch" if is_module else model.backend)
+            given = "torch" if is_module else getattr(model, "backend", "onnx")  # a GraphModel names its own
+            self.settings = replace(self.settings, backend=given)
         if self.settings.bf16 and self.settings.backend != "openvino":
             raise ValueError(f"bf16 runs on the openvino backend, not {self.settings.backend}")
         self.reason = "given"  # why this backend (`from_pretrained` says why it chose one)
@@ -401,9 +402,9 @@ class Predictor:
         - `integrated gradients` (Sundararajan et al. 2017): the gradient averaged along the straight path from a
           `baseline` to the input embeddings (`steps` midpoints, `internal_batch` of them per model call) times
           (input - baseline), summed over the hidden size: signed, and summing to F(input) - F(baseline) up to
-          the integral's error, which is reported (`difference`, `delta`, and `delta_share` of the difference). Baselines: every
-          piece but [CLS]/[SEP] replaced by [PAD] (`pad`, the usual choice for BERT) or [MASK] (`mask`), or zero
-          vectors (`zero`)."""
+          the integral's error, which is reported (`difference`, `delta`, and `delta_share` of the difference).
+          Baselines: every piece but [CLS]/[SEP] replaced by [PAD] (`pad`, the usual choice for BERT) or [MASK]
+          (`mask`), or zero vectors (`zero`)."""
         from bertkit.data.corpus import split_sentences
 
         if not self.task_family.explains:
@@ -420,13 +421,11 @@ class Predictor:
                  for i in range(self.config.num_labels)]
         if label is not None and label not in names:
             raise ValueError(f"label {label!r}: the model's labels are {', '.join(names)}")
-        extra: dict = {}
         if method == "integrated gradients":
-            logits, scores, extra = self._integrated_gradients(model, ids, types, label, names, steps, baseline,
-                                                               internal_batch)
-            target = names.index(label) if label is not None else int(logits.argmax())
+            logits, target, scores, extra = self._integrated_gradients(model, ids, types, label, names, steps,
+                                                                       baseline, internal_batch)
         else:
-            logits, target, scores = self._gradient_x_input(model, ids, types, label, names)
+            logits, target, scores, extra = self._gradient_x_input(model, ids, types, label, names)
         continues = self.tok.continuation_mask()  # WordPiece `##`, BPE without `Ġ`, Unigram without `▁`
         probs = logits.detach().softmax(-1).tolist()
         words: list[dict] = []  # continuation pieces joined to their word
@@ -455,7 +454,7 @@ class Predictor:
                 "words": words, "sentences": sentences, **extra,
                 **({"truncated": True} if len(enc) == self.max_length else {})}
 
-    def _gradient_x_input(self, model, ids, types, label, names) -> tuple[torch.Tensor, int, list[float]]:
+    def _gradient_x_input(self, model, ids, types, label, names) -> tuple[torch.Tensor, int, list[float], dict]:
         captured = {}
 
         def keep(module, args, out):  # returns None: the output is unchanged
@@ -473,10 +472,10 @@ class Predictor:
             model.zero_grad(set_to_none=True)
         emb = captured["emb"]
         # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
-        return logits.detach(), target, (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
+        return logits.detach(), target, (emb.grad * emb).abs().sum(-1)[0].detach().tolist(), {}
 
     def _integrated_gradients(self, model, ids, types, label, names, steps: int, baseline: str,
-                              internal_batch: int) -> tuple[torch.Tensor, list[float], dict]:
+                              internal_batch: int) -> tuple[torch.Tensor, int, list[float], dict]:
         words = model.bert.embeddings.word_embeddings
         keep = torch.tensor([[t in (self.tok.cls_id, self.tok.sep_id) for t in ids[0].tolist()]])
         with torch.no_grad():
@@ -512,7 +511,7 @@ class Predictor:
         attributions = ((x - base)[0] * total / steps).sum(-1)  # (T,) signed
         difference = float(ends[0, target] - ends[1, target])
         delta = float(attributions.sum()) - difference
-        return ends[0], attributions.tolist(), {
+        return ends[0], target, attributions.tolist(), {
             "steps": steps, "baseline": baseline, "difference": difference, "delta": delta,
             "delta_share": abs(delta) / abs(difference) if difference else float("inf")}
 

@@ -130,9 +130,9 @@ def transferred_model(init: str | Path, tokenizer: Tokenizer, head: type, method
     torch.manual_seed(seed)
     model = head(cfg)
     own = model.state_dict()
-    vocab_sized = {"bert.embeddings.word_embeddings.weight", "cls.predictions.bias"}
-    keep = {k: v for k, v in old_model.state_dict().items() if k in own and k not in vocab_sized
-            and k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")}
+    vocab_sized = {"bert.embeddings.word_embeddings.weight", "cls.predictions.bias",  # and their tied aliases:
+                   "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    keep = {k: v for k, v in old_model.state_dict().items() if k in own and k not in vocab_sized}
     model.load_state_dict(keep, strict=False)
     words, report = init_embeddings(old_model.bert.embeddings.word_embeddings.weight, old_tok, tokenizer, method, seed)
     with torch.no_grad():
