@@ -527,6 +527,19 @@ class Tokenizer:
             mask[i] = False
         return mask
 
+    def added_token_mask(self) -> np.ndarray:
+        """(vocab_size,) bool: True for the template's specials and the added tokens (never a word's piece)."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        for i in [*self._engine.get_added_tokens_decoder(), *self.special_ids()]:
+            if i is not None and 0 <= i < self.vocab_size:
+                mask[i] = True
+        return mask
+
+    def piece_ids(self, text: str) -> list[int]:
+        """The ids of `text`'s pieces, without the template's specials and without truncation."""
+        _check_text(text, "text")
+        return self._engine.encode(text, add_special_tokens=False).ids
+
     def _word_markers(self) -> tuple[str | None, str | None]:
         """(continuation prefix, word-start mark): one of them says where words begin in this vocabulary."""
         prefix = getattr(self._engine.model, "continuing_subword_prefix", None)

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
@@ -581,25 +582,36 @@ class Predictor:
         for i, e in enumerate(encs):
             if mask_id not in e.ids:
                 raise ValueError(f"texts[{i}]: no {self.tok.specials['mask']} token to fill")
-        head = self.model.cls.predictions
         k = max(1, min(int(top_k), self.config.vocab_size))
 
-        def fill(out, b):
-            results = []
-            for row in range(len(b["input_ids"])):
-                where = (b["input_ids"][row] == mask_id).nonzero().squeeze(1)
-                probs = head(out.last_hidden_state[row, where]).float().softmax(-1)  # (masks, V)
-                top = probs.topk(k, dim=-1)
-                results.append([[{"token": t, "score": float(p)} for t, p in
-                                 zip(self.tok.convert_ids_to_tokens(ids.tolist()), scores)]
-                                for ids, scores in zip(top.indices, top.values)])
-            return results
+        def top(log_probs):
+            values, ids = log_probs.topk(k, dim=-1)
+            return [[{"token": t, "score": float(p)} for t, p in
+                     zip(self.tok.convert_ids_to_tokens(i.tolist()), v.exp().tolist())] for i, v in zip(ids, values)]
 
-        masks = self._run([(e.ids, e.type_ids) for e in encs], fill, f"fill{k}", model=self.model.bert)
+        masks = self.masked_log_probs([(e.ids, e.type_ids) for e in encs], top, f"fill{k}")
         # a text cut to the window loses the masks beyond it: say so (only texts that reached the window are re-read)
         long_ = [i for i, e in enumerate(encs) if len(e) == self.max_length]
         cut = {i for i, f in zip(long_, self.tok.encode_batch([texts[i] for i in long_])) if len(f) > self.max_length}
         return [{"masks": m, **({"truncated": True} if i in cut else {})} for i, m in enumerate(masks)]
+
+    def masked_log_probs(self, rows: Sequence[tuple[list[int], list[int]]], reduce: Callable[[torch.Tensor], Any],
+                         kind: Hashable) -> list:
+        """`reduce(log_probs)` for each row of (ids, type_ids): `log_probs` is the (masks, vocab) float32 log-softmax
+        of the MLM head at the row's mask tokens, in order. Only masked positions are projected onto the
+        vocabulary. `kind` names the reduction in the cache key (rows seen before with the same `kind` are not
+        run again)."""
+        self._require("fill_mask", "fill-mask (it needs an MLM head)")
+        head, mask_id = self.model.cls.predictions, self.tok.mask_id
+
+        def run(out, b):
+            results = []
+            for row in range(len(b["input_ids"])):
+                where = (b["input_ids"][row] == mask_id).nonzero().squeeze(1)
+                results.append(reduce(head(out.last_hidden_state[row, where]).float().log_softmax(-1)))
+            return results
+
+        return self._run(rows, run, kind, model=self.model.bert)
 
     def embed(self, texts: Sequence[str], normalize: bool = False,
               pooling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
