@@ -24,6 +24,7 @@ from bertkit.data.features import IGNORE, QASettings, qa_features, tag_features,
 from bertkit.data.tasks import QAExample, TagExample
 from bertkit.heads import (BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
                            BertForTokenClassification, load_model)
+from bertkit.apps.suggest import SuggestSettings, Suggester
 from bertkit.infer.predictor import Predictor, PredictorSettings
 from bertkit.vocab import learn_vocab
 
@@ -279,6 +280,21 @@ def test_predictor_tags_answers_fills_and_embeds_in_every_family(name, saved, tm
     top = logits.softmax(-1).topk(3)
     assert [x["token"] for x in out[0]["masks"][0]] == tok.convert_ids_to_tokens(top.indices.tolist())
     np.testing.assert_allclose([x["score"] for x in out[0]["masks"][0]], top.values.numpy(), atol=1e-5)
+    # whole-word suggestions read the family's word marks (##, Ġ, ▁): words are text, of at most max_pieces pieces
+    # (the continuation "s" made likely, so that words of two pieces compete with the random model's single pieces)
+    plural = next(i for t, i in tok.vocab.items() if tok.continuation_mask()[i] and tok.piece_text(t) == "s")
+    with torch.no_grad():
+        p.model.cls.predictions.bias[plural] += 20.0
+    suggester = Suggester(p, SuggestSettings(max_pieces=2, beam=8, top_k=12))
+    got = suggester.suggest(f"the movie was {mask} fun")["suggestions"]
+    assert len(got) == 12 and any(len(tok.piece_ids(" " + s["words"][0])) == 2 for s in got)
+    for s in got:
+        word = s["words"][0]
+        assert word and not any(m in word for m in ("##", "Ġ", "▁")) and len(tok.piece_ids(" " + word)) <= 2
+    scored = suggester.suggest(f"the movie was {mask} fun", targets=[s["words"][0] for s in got])["suggestions"]
+    assert {s["words"][0]: s["score"] for s in scored} == pytest.approx({s["words"][0]: s["score"] for s in got},
+                                                                        abs=1e-3)
+    p = Predictor.from_pretrained(saved[name], settings)
     # embeddings of the task model's encoder
     vectors = p.embed(["a fine film", "나쁜 영화"], normalize=True)
     assert vectors.shape == (2, config.hidden_size) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

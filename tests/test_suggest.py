@@ -200,3 +200,91 @@ def test_settings_are_checked(predictor):
     with pytest.raises(ValueError, match="beam: expected an integer between 1 and 64"):
         Suggester(predictor, SuggestSettings(beam=0))
     assert math.isfinite(Suggester(predictor).suggest("the [MASK] .")["suggestions"][0]["score"])
+
+
+# ---- the CLI and the HTTP service ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(predictor, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mlm") / "model"
+    predictor.model.save_pretrained(path, tokenizer=predictor.tok)
+    return path
+
+
+def test_cli_suggests_and_checks_words_line_by_line(saved, tmp_path):
+    import json
+
+    from bertkit.cli import main
+
+    lines = [{"text": "the cat [MASK] on the mat .", "id": 7}, {"text": "the cat sat on the mat .", "start": 8,
+                                                                 "end": 11},
+             {"text": "the [MASK] sat on the [MASK] .", "targets": ["dog", "cats"]}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    assert main(["suggest", "--model", str(saved), "--input", str(src), "--output", str(tmp_path / "out.jsonl"),
+                 "--top-k", "3", "--max-pieces", "2"]) == 0
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    p = Predictor.from_pretrained(saved)
+    sug = Suggester(p, SuggestSettings(top_k=3, max_pieces=2))
+    assert out[0] == {**lines[0], **sug.suggest(lines[0]["text"])}
+    assert out[1] == {**lines[1], **sug.check_word(lines[1]["text"], 8, 11)} and out[1]["word"] == "sat"
+    assert out[2] == {**lines[2], **sug.suggest(lines[2]["text"], targets=["dog", "cats"])}
+    assert len(out[2]["suggestions"]) == 3 and all(set(s["words"]) <= {"dog", "cats"} for s in out[2]["suggestions"])
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "no mask"}', "in.jsonl: line 1: text: no \\[MASK\\] token to fill"),
+    ('["a list"]', "in.jsonl: line 1: expected a JSON object with a field 'text'"),
+    ('{"text": "the cat sat", "start": 3}', "in.jsonl: line 1: end: expected a character offset"),
+    ('{"text": "[MASK] .", "top_k": 0}', "in.jsonl: line 1: top_k: expected an integer between 1 and 100"),
+    ('{"text": "a [MASK]"', "in.jsonl: line 1: not a JSON object"),
+])
+def test_cli_names_the_bad_line_and_writes_nothing(saved, tmp_path, capsys, line, message):
+    import re
+
+    from bertkit.cli import main
+
+    (tmp_path / "in.jsonl").write_text(line + "\n")
+    assert main(["suggest", "--model", str(saved), "--input", str(tmp_path / "in.jsonl"), "--output",
+                 str(tmp_path / "out.jsonl")]) == 2
+    assert re.search(message, capsys.readouterr().err) and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def server(saved):
+    pytest.importorskip("uvicorn")
+    from bertkit.serve.app import ServeSettings, create_app
+    from test_serve import Server
+
+    s = Server(create_app({"mlm": Predictor.from_pretrained(saved)}, ServeSettings(max_tokens=4096)))
+    yield s
+    s.stop()
+
+
+def test_http_suggest_answers_as_the_library_does(server, saved):
+    p = Predictor.from_pretrained(saved)
+    sug = Suggester(p)
+    status, out, _ = server.post("/v1/suggest", {"text": "the cat [MASK] on the mat .", "top_k": 4})
+    assert status == 200 and out == sug.suggest("the cat [MASK] on the mat .", top_k=4)
+    status, out, _ = server.post("/v1/suggest", {"text": "the cat sat on the mat .", "start": 4, "end": 7,
+                                                 "flag_rank": 2})
+    assert status == 200 and out == sug.check_word("the cat sat on the mat .", 4, 7, flag_rank=2)
+    status, out, _ = server.post("/v1/suggest", {"text": "the [MASK] sat .", "targets": ["dog", "mat"]})
+    assert status == 200 and [s["words"] for s in out["suggestions"]] in ([["dog"], ["mat"]], [["mat"], ["dog"]])
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"text": "no mask here"}, 400, "text: no \\[MASK\\] token to fill"),
+    ({"text": " ".join(["[MASK]"] * 6)}, 400, "text: 6 \\[MASK\\] tokens; at most 5"),
+    ({"texts": ["a [MASK]"]}, 400, "text: expected a string"),
+    ({"text": ""}, 400, "text: empty text"),
+    ({"text": "a [MASK] .", "top_k": "5"}, 400, "top_k: expected an integer between 1 and 100"),
+    ({"text": "a cat", "start": 2, "end": 99}, 400, "end: expected a character offset between 0 and 5"),
+    ({"text": "a [MASK] .", "targets": "cat"}, 400, "targets: expected a non-empty list of words"),
+    # five masks and a long context: every row the search reads is charged
+    ({"text": "the cat sat " * 30 + "[MASK] " * 5, "top_k": 100}, 413, "model rows of up to"),
+])
+def test_http_suggest_bad_input_is_a_4xx_naming_the_field(server, body, status, message):
+    import re
+
+    got, out, _ = server.post("/v1/suggest", body)
+    assert got == status and re.search(message, out["error"]), out

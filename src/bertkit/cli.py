@@ -922,6 +922,31 @@ def run_summarize(args) -> None:
     print(f"summarized {n} articles ({args.method}, k {args.k}) -> {args.output}", file=sys.stderr)
 
 
+def add_suggest(s) -> None:
+    from bertkit.apps.suggest import suggest_file
+
+    s.add_argument("--model", required=True, help="a masked-LM model directory (fill-mask)")
+    s.add_argument("--input", required=True, help="JSON lines: {\"text\": \"... [MASK] ...\", \"targets\"?: [words]} "
+                                                  "for suggestions, or {\"text\", \"start\", \"end\"} to check the "
+                                                  "word at those character offsets")
+    s.add_argument("--output", required=True, help="the input lines with the answers' fields added")
+    add_params(s, suggest_file, ("top_k", "max_pieces", "beam", "pieces", "threads", "max_chars"), help={
+        "top_k": "suggestions per line (default %(default)s)",
+        "max_pieces": "the longest word generated, in pieces (default %(default)s)",
+        "beam": "partial words and joint fillings kept (default %(default)s)",
+        "pieces": "a mask stands for one piece (the classic fill-mask), not a whole word",
+        "threads": "PyTorch threads", "max_chars": "characters of one input line at most (default %(default)s)"})
+
+
+def run_suggest(args) -> None:
+    from bertkit.apps.suggest import suggest_file
+
+    check_not_input(args.output, [args.input, args.model], "suggest")
+    n = suggest_file(args.model, args.input, args.output, args.top_k, args.max_pieces, args.beam, args.pieces,
+                     args.threads, args.max_chars)
+    print(f"answered {n} lines -> {args.output}", file=sys.stderr)
+
+
 VERBS: dict[str, tuple[str, Callable, Callable]] = {
     "tokenize": ("text lines -> JSON lines of input_ids, token_type_ids, offsets", add_tokenize, run_tokenize),
     "encode": ("text lines -> hidden states (.npz) for feature extraction", add_encode, run_encode),
@@ -948,6 +973,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
               run_embed),
     "summarize": ("extractive summaries: the k sentences of each article that stand for it", add_summarize,
                   run_summarize),
+    "suggest": ("word suggestions for [MASK]s (whole words, jointly) and checks of a chosen word", add_suggest,
+                run_suggest),
 }
 
 

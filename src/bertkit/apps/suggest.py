@@ -18,6 +18,7 @@ are kept by beam. `targets` restricts every mask to the given words (each scored
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ class SuggestSettings:
     top_k: int = 5  # suggestions returned
     whole_words: bool = True  # a mask stands for a word; False: for one piece (the classic fill-mask, jointly)
     max_pieces: int = 3  # the longest word generated, in pieces
-    beam: int = 8  # partial words kept per length, and joint hypotheses kept per step
+    beam: int = 5  # partial words kept per length, and joint hypotheses kept per step (at least top_k)
     max_masks: int = 5  # masks allowed in one text
 
     def check(self) -> None:
@@ -67,6 +68,16 @@ class Suggester:
         # the room a text has for its words: the window less the template's specials
         self.room = predictor.max_length - self.tok.num_special_tokens()
 
+    _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def default_for(cls, predictor) -> Suggester:
+        """The default-settings suggester of `predictor`, made once (its vocabulary masks cost a pass over the
+        vocabulary): what the HTTP service uses per request."""
+        if predictor not in cls._shared:
+            cls._shared[predictor] = cls(predictor)
+        return cls._shared[predictor]
+
     # ---- the model -----------------------------------------------------------------------------------------------
     def _read(self, rows: list[list[int]], width: int, target_ids: tuple[int, ...] = ()) -> list:
         """For each row (pieces without specials), per mask in order: (the `width` best word-start pieces, the
@@ -89,10 +100,13 @@ class Suggester:
 
     # ---- one mask --------------------------------------------------------------------------------------------------
     def _canonical(self, pieces: list[int], at_start: bool) -> bool:
-        """Whether the tokenizer writes the word these pieces spell as exactly these pieces."""
-        if len(pieces) == 1 or not self.settings.whole_words:
+        """Whether the tokenizer writes the word these pieces spell as exactly these pieces (a byte-level piece that
+        is part of a character's UTF-8 bytes spells no word)."""
+        if not self.settings.whole_words:
             return True
         text = self.tok.decode(pieces)
+        if not text.strip():  # a lone word mark (`Ġ`, `▁`)
+            return False
         again = self.tok.piece_ids(text)
         if not at_start and again != pieces:  # BPE marks a word start with the space before it
             again = self.tok.piece_ids(" " + text)
@@ -204,6 +218,13 @@ class Suggester:
     def _word_text(self, pieces: list[int]) -> str:
         return self.tok.decode(pieces).strip()
 
+    def _word_pieces(self, word: str) -> list[int]:
+        """A word's pieces as it reads after a space (byte-level BPE marks a word start by the space before it)."""
+        pieces = self.tok.piece_ids(word)
+        if pieces and self.settings.whole_words and not bool(self.allowed_start[pieces[0]]):
+            pieces = self.tok.piece_ids(" " + word)
+        return pieces
+
     def _target_pieces(self, targets: Sequence[str], field: str) -> list[list[int]]:
         if isinstance(targets, str) or not targets:
             raise ValueError(f"{field}: expected a non-empty list of words")
@@ -211,7 +232,7 @@ class Suggester:
         for i, word in enumerate(targets):
             if not isinstance(word, str) or not word.strip():
                 raise ValueError(f"{field}[{i}]: expected a word")
-            pieces = self.tok.piece_ids(word.strip())
+            pieces = self._word_pieces(word.strip())
             if not self.settings.whole_words and len(pieces) != 1:
                 raise ValueError(f"{field}[{i}]: '{word}' is {len(pieces)} pieces; a piece mask takes one")
             if len(pieces) > TARGET_PIECES:
@@ -236,12 +257,8 @@ class Suggester:
                         "text": filled})
         return {"suggestions": out}
 
-    def check_word(self, text: str, start: int, end: int, top_k: int | None = None, flag_rank: int = 10,
-                   field: str = "text") -> dict:
-        """"Is there a better word here?": the word at `text[start:end]` masked, alternatives ranked, and the
-        original's rank among them (1 = the model's first choice; None when at least `flag_rank` others score
-        higher). `flagged` when `flag_rank` or more words score higher than the original."""
-        top_k = self.settings.top_k if top_k is None else top_k
+    def _selection(self, text: str, start: int, end: int, field: str = "text") -> tuple[str, str]:
+        """(the text with the selected word masked, the word) for the selection `text[start:end]`."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{field}: empty text")
         for name, value in (("start", start), ("end", end)):
@@ -250,9 +267,18 @@ class Suggester:
         word = text[start:end].strip()
         if not word:
             raise ValueError(f"start, end: [{start}, {end}) selects no word")
-        if self.tok.specials["mask"] in text:
-            raise ValueError(f"{field}: has a {self.tok.specials['mask']} token already; select a word instead")
-        masked = text[:start] + self.tok.specials["mask"] + text[end:]
+        mask = self.tok.specials["mask"]
+        if mask in text:
+            raise ValueError(f"{field}: has a {mask} token already; select a word instead")
+        return text[:start] + mask + text[end:], word
+
+    def check_word(self, text: str, start: int, end: int, top_k: int | None = None, flag_rank: int = 10,
+                   field: str = "text") -> dict:
+        """"Is there a better word here?": the word at `text[start:end]` masked, alternatives ranked, and the
+        original's rank among them (1 = the model's first choice; None when at least `flag_rank` others score
+        higher). `flagged` when `flag_rank` or more words score higher than the original."""
+        top_k = self.settings.top_k if top_k is None else top_k
+        masked, word = self._selection(text, start, end, field)
         original = self._target_pieces([word], "word")
         ids, where = self._pieces(masked, field)
         h = _Hypothesis(ids, list(where), list(where), [None], [None])
@@ -264,3 +290,82 @@ class Suggester:
         return {"word": word, "start": start, "end": end, "score": round(mine, 4), "rank": rank,
                 "flagged": rank is None,
                 "suggestions": [{"word": w, "score": round(s, 4)} for w, s in others[:top_k]]}
+
+    def model_rows(self, masks: int, top_k: int, target_pieces: Sequence[int] | None = None) -> int:
+        """At most how many rows (texts of the window) the model reads to answer: for each mask filled, each
+        hypothesis kept reads one row to choose the mask (when more than one is open) and, per word length n, one
+        row for its first piece and `beam` rows for each later one (or one row per piece of each target)."""
+        beam = max(self.settings.beam, top_k)
+        n = self.settings.max_pieces if self.settings.whole_words else 1
+        per_mask = sum(target_pieces) if target_pieces is not None else n + beam * n * (n - 1) // 2
+        return sum((1 if i == 0 else beam) * (per_mask + (1 if masks - i > 1 else 0)) for i in range(masks))
+
+    def plan(self, item, field: str = "") -> tuple[int, int]:
+        """(model rows at most, tokens per row at most) for the request `item` (`answer`'s), checked as `answer`
+        checks it, without running the model."""
+        text, top_k, flag_rank = self._request(item, field)
+        try:
+            if flag_rank is not None:
+                text, word = self._selection(text, item.get("start"), item.get("end"))
+                extra = len(self._target_pieces([word], "word")[0])  # the original word, scored
+                top_k, targets = max(top_k, flag_rank), None
+            else:
+                targets, extra = item.get("targets"), 0
+            ids, where = self._pieces(text, "text")
+            lengths = [len(p) for p in self._target_pieces(targets, "targets")] if targets is not None else None
+        except ValueError as e:
+            raise ValueError(f"{field}{e}") from None
+        width = len(ids) + (self.settings.max_pieces - 1) * len(where) + self.tok.num_special_tokens()
+        return self.model_rows(len(where), top_k, lengths) + extra, min(width, self.p.max_length)
+
+    def _request(self, item, field: str) -> tuple[str, int, int | None]:
+        """(text, top_k, flag_rank: None for suggestions) of a request."""
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise ValueError(f"{field}expected a JSON object with a field 'text' (a string)")
+        numbers = {"top_k": item.get("top_k", self.settings.top_k)}
+        if "start" in item or "end" in item:
+            numbers["flag_rank"] = item.get("flag_rank", 10)
+        for name, value in numbers.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+                raise ValueError(f"{field}{name}: expected an integer between 1 and 100")
+        return item["text"], numbers["top_k"], numbers.get("flag_rank")
+
+    def answer(self, item, field: str = "") -> dict:
+        """One request, as the CLI's lines and the HTTP body give it: `{"text": "... [MASK] ...", "targets"?,
+        "top_k"?}` -> `suggest`; `{"text", "start", "end", "top_k"?, "flag_rank"?}` -> `check_word`. Errors name
+        the field (prefixed by `field`)."""
+        text, top_k, flag_rank = self._request(item, field)
+        try:
+            if flag_rank is not None:
+                return self.check_word(text, item.get("start"), item.get("end"), top_k, flag_rank)
+            return self.suggest(text, item.get("targets"), top_k)
+        except ValueError as e:
+            raise ValueError(f"{field}{e}") from None
+
+
+def suggest_file(model: str, input: str, output: str, top_k: int = 5, max_pieces: int = 3, beam: int = 5,
+                 pieces: bool = False, threads: int = 0, max_chars: int = 100_000) -> int:
+    """Each JSON line of `input` (`Suggester.answer`'s request) with its answer's fields added, to `output`
+    (written whole or not at all); the number of lines. `pieces`: a mask stands for one piece, not a word."""
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from bertkit.infer.batchio import read_json_lines
+    from bertkit.infer.predictor import Predictor, PredictorSettings
+    from bertkit.io import atomic_path
+
+    settings = SuggestSettings(top_k=top_k, whole_words=not pieces, max_pieces=max_pieces, beam=beam)
+    settings.check()  # before a model loads
+    suggester = Suggester(Predictor.from_pretrained(model, PredictorSettings(threads=threads)), settings)
+    n = 0
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            tqdm(desc="suggesting", unit="line", disable=not sys.stderr.isatty()) as bar:
+        for lineno, item in read_json_lines(input, max_chars, "a text is read around its masks", skip_empty=True):
+            item = item if isinstance(item, dict) else None
+            answer = suggester.answer(item, f"{input}: line {lineno}: ")
+            out.write(json.dumps({**item, **answer}, ensure_ascii=False) + "\n")
+            n += 1
+            bar.update(1)
+    return n

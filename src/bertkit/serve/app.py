@@ -128,7 +128,8 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def token_costs(p: Predictor, op: str, items: list, names: list[str], budget: int) -> list[int]:
+def token_costs(p: Predictor, op: str, items: list, names: list[str], budget: int, options: dict | None = None
+                ) -> list[int]:
     """The tokens the model will read for each item (windows included: the family's `cost`), checked against
     the per-request budget: BadRequest(400) for an item with no piece at all, BadRequest(413) naming the item or
     the request when over. Runs the tokenizer over everything, so it is called off the event loop."""
@@ -142,7 +143,7 @@ def token_costs(p: Predictor, op: str, items: list, names: list[str], budget: in
         for n, where in zip(counts, sides):
             if n == 0:
                 raise BadRequest(400, f"{where}: empty text (no visible character)")
-        cost, what = p.task_family.cost(p, op, counts, name)
+        cost, what = p.task_family.cost(p, op, counts, name, options)
         if cost > budget:
             raise BadRequest(413, f"{name}: {what}; limit {budget} tokens per request (max_tokens)")
         per_item.append(cost)
@@ -448,7 +449,7 @@ def create_app(predictors: dict[str, Predictor], settings: ServeSettings | None 
         """(results, tokens charged per item): admission (the token budget, off the event loop), then the model's
         queue; the work is cancelled if the client disconnects first."""
         costs = await asyncio.to_thread(token_costs, predictors[model], op, items, names,
-                                        budget or settings.max_tokens)
+                                        budget or settings.max_tokens, options)
         job = asyncio.ensure_future(batchers[model].submit(op, items, costs, settings.request_timeout_s, **options))
         gone = asyncio.ensure_future(until_disconnected(request))
         try:

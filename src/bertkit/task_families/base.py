@@ -133,8 +133,10 @@ class Family:
                         lambda v: {"scores": [float(np.dot(v[i], v[n + i])) for i in range(n)]}, {"normalize": True})
         raise KeyError(endpoint)
 
-    def cost(self, predictor, op: str, pieces: tuple[int, ...], name: str) -> tuple[int, str]:
-        """(tokens the model reads for one item of `op`, how that was counted) from its pieces (no specials)."""
+    def cost(self, predictor, op: str, pieces: tuple[int, ...], name: str, options: dict | None = None
+             ) -> tuple[int, str]:
+        """(tokens the model reads for one item of `op`, how that was counted) from its pieces (no specials) and
+        the call's options."""
         n, L = pieces[0] + predictor.tok.num_special_tokens(), predictor.max_length
         return min(n, L), f"{n} tokens" + (f" (cut to {L})" if n > L else "")
 

@@ -104,7 +104,7 @@ class Classification(Family):
             raise BadRequest(400, "explain: needs the float PyTorch model (this one is an int8 directory)")
         return texts_call("explain" if explain else "classify", texts, cut)
 
-    def cost(self, predictor, op, pieces, name):
+    def cost(self, predictor, op, pieces, name, options=None):
         L, specials = predictor.max_length, predictor.tok.num_special_tokens(pair=len(pieces) == 2)
         if len(pieces) == 2:  # pairs: truncated longest-first to the window
             na, nb = pieces
@@ -114,7 +114,7 @@ class Classification(Family):
             cost = EXPLAIN_COST * min(n + specials, L)
             return cost, f"{min(n + specials, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
         if op != "classify":
-            return super().cost(predictor, op, pieces, name)
+            return super().cost(predictor, op, pieces, name, options)
         windows, cost = window_cost(n, L, specials)
         cost = windows * L if windows > 1 else cost  # the last window ends at the text's end: all are full
         return cost, f"{n + specials} tokens" + (f", read as {windows} windows of {L}: {cost} tokens"

@@ -74,9 +74,9 @@ class QuestionAnswering(Family):
         return Call("answer", [(q, ctx)], ["question + context"],
                     lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})})
 
-    def cost(self, predictor, op, pieces, name):
+    def cost(self, predictor, op, pieces, name, options=None):
         if op != "answer":
-            return super().cost(predictor, op, pieces, name)
+            return super().cost(predictor, op, pieces, name, options)
         from bertkit.data.features import windows
 
         na, nb = pieces

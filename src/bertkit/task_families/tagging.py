@@ -68,9 +68,9 @@ class Tagging(Family):
 
         return texts_call("tag", *read_texts(body, "texts", settings))
 
-    def cost(self, predictor, op, pieces, name):
+    def cost(self, predictor, op, pieces, name, options=None):
         if op != "tag":
-            return super().cost(predictor, op, pieces, name)
+            return super().cost(predictor, op, pieces, name, options)
         n, L, specials = pieces[0], predictor.max_length, predictor.tok.num_special_tokens()
         windows, cost = window_cost(n, L, specials)
         return cost, f"{n + specials} tokens" + (f", read as {windows} windows of {L}: {cost} tokens"
