@@ -337,6 +337,58 @@ def test_page_colours_the_words_that_drove_the_label(server):
     assert re.search(r'id="cls-label">(.*?)<', dom).group(1) == expected["label"]
 
 
+def test_page_lists_the_next_best_answers(server):
+    import html
+    import re
+
+    context = "The Broncos won the game in Denver. The Panthers lost it in Charlotte after a long season."
+    status, answer, _ = server.post("/v1/answer", {"question": "Who won?", "context": context, "model": "qa",
+                                                   "alternatives": 4})
+    assert status == 200 and len(answer["alternatives"]) == 4
+    assert all(context[x["start"]:x["end"]] == x["answer"] for x in answer["alternatives"])
+    assert [x["score"] for x in answer["alternatives"]] == sorted((x["score"] for x in answer["alternatives"]),
+                                                                 reverse=True)
+    dom = render(server, {"context": context, "question": "Who won?"})
+    alts = re.findall(r'<li class="alt" data-start="(\d+)" data-end="(\d+)">“(.*?)”', dom)
+    assert [(int(a), int(b), html.unescape(t)) for a, b, t in alts] == [
+        (x["start"], x["end"], x["answer"]) for x in answer["alternatives"]]
+
+
+def test_page_marks_the_summary_sentences_in_the_article(server):
+    import html
+    import re
+
+    text = ("🙂 세종대왕은 훈민정음을 창제하였다. 이는 백성을 위한 문자였다. <b>Bold</b> claims & more. "
+            "한글날은 10월 9일이다. The end.")
+    status, out, _ = server.post("/v1/summarize", {"text": text, "k": 2})
+    assert status == 200 and len(out["summary_sentences"]) == 2
+    assert all(text[a:b] == s for (a, b), s in zip(out["offsets"], out["sentences"]))
+    dom = render(server, {"summarize": text, "k": 2})
+    article = re.search(r'<p id="sum-article">(.*?)</p>', dom, re.DOTALL).group(1)
+    marks = re.findall(r'<mark class="chosen" data-sentence="(\d+)">(.*?)</mark>', article)
+    assert [int(i) for i, _ in marks] == out["summary_sentences"]
+    assert [html.unescape(m) for _, m in marks] == [out["sentences"][i] for i in out["summary_sentences"]]
+    # the article around the marks is the text itself, user markup shown as text, never as HTML
+    assert html.unescape(re.sub(r"</?mark[^>]*>", "", article)) == text and "<b>" not in article
+
+
+def test_page_suggests_words_and_checks_a_selected_one(server):
+    import html
+    import re
+
+    status, out, _ = server.post("/v1/suggest", {"text": "a [MASK] film", "top_k": 8, "model": "mlm"})
+    assert status == 200
+    dom = render(server, {"suggest": "a [MASK] film"})
+    listed = re.findall(r'<li class="suggestion" data-score="([-0-9.]+)">(.*?) <span', dom)
+    assert [html.unescape(w) for _, w in listed] == [" · ".join(s["words"]) for s in out["suggestions"]]
+    text = "a fine <i>film</i>"
+    status, out, _ = server.post("/v1/suggest", {"text": text, "start": 2, "end": 6, "top_k": 8, "model": "mlm"})
+    dom = render(server, {"suggest": text, "start": 2, "end": 6})
+    assert re.search(r'<mark class="checked">(.*?)</mark>', dom).group(1) == "fine"
+    assert re.search(r'id="sug-verdict" data-flagged="(\w+)"', dom).group(1) == str(out["flagged"]).lower()
+    assert "&lt;i&gt;film&lt;/i&gt;" in dom
+
+
 # ---- fuzzing: random JSON and bytes against every endpoint, never a 5xx ----------------------------------------------
 def test_fuzz_no_5xx(server):
     from hypothesis import HealthCheck, given, settings
@@ -352,8 +404,12 @@ def test_fuzz_no_5xx(server):
                                                  "question": text | value, "context": text | value,
                                                  "model": st.sampled_from(["sentiment", "ner", "qa", "encoder", "mlm",
                                                                            "x"]) | value,
-                                                 "explain": value, "top_k": value})
-    endpoints = st.sampled_from(["classify", "tag", "answer", "embed", "similarity", "fill-mask"])
+                                                 "explain": value, "top_k": value, "text": text | value,
+                                                 "sentences": st.lists(text | value, max_size=4), "k": value,
+                                                 "method": value, "start": value, "end": value,
+                                                 "targets": value, "alternatives": value})
+    endpoints = st.sampled_from(["classify", "tag", "answer", "embed", "similarity", "fill-mask", "summarize",
+                                 "suggest"])
 
     content_types = st.sampled_from(["application/json", "application/JSON; charset=utf-8", "text/plain", ""])
 

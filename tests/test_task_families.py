@@ -30,7 +30,7 @@ def test_every_family_has_every_operation():
     from bertkit.model import EncoderOutput
 
     outputs = {f for cls in (HeadOutput, EncoderOutput) for f in cls.__dataclass_fields__}
-    assert list(ENDPOINTS) == ["classify", "tag", "answer", "embed", "similarity", "fill-mask", "suggest"]
+    assert list(ENDPOINTS) == ["classify", "tag", "answer", "embed", "similarity", "summarize", "fill-mask", "suggest"]
     for name, f in FAMILIES.items():
         assert f.name == name and isinstance(f, Family)
         assert f.heads and all(h in HEADS for h in f.heads), name

@@ -46,6 +46,16 @@ def split_text(text: str) -> list[str]:
     return out
 
 
+def sentence_offsets(text: str, sentences: Sequence[str]) -> list[list[int] | None]:
+    """Each sentence's [start, end) in `text` (found in order; None for one that is not there verbatim)."""
+    out, cursor = [], 0
+    for s in sentences:
+        at = text.find(s, cursor)
+        out.append(None if at < 0 else [at, at + len(s)])
+        cursor = cursor if at < 0 else at + len(s)
+    return out
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
 

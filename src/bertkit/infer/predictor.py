@@ -544,7 +544,9 @@ class Predictor:
         return results
 
     def answer(self, questions: Sequence[str] | Sequence[QAExample], contexts: Sequence[str] | None = None,
-               allow_empty: bool = False) -> list[dict]:
+               allow_empty: bool = False, alternatives: int = 0) -> list[dict]:
+        """The best span of each context (`answer`, `start`, `end`, `score`: start + end logits), and with
+        `alternatives` the next best spans in the same form, best first."""
         self._require("answer", "question answering")
         if contexts is not None:
             if len(contexts) != len(questions):
@@ -567,7 +569,10 @@ class Predictor:
             idx = grouped.get(n, [])
             a = qa_decode(ex, [features[i] for i in idx], [logits[i][0][:len(features[i].input_ids)] for i in idx],
                           [logits[i][1][:len(features[i].input_ids)] for i in idx], settings, allow_empty=allow_empty)
+            others = [{"answer": t, "start": i, "end": j, "score": sc} for t, i, j, sc in a.candidates
+                      if (i, j) != (a.start, a.end)][:alternatives]
             results.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score,
+                            **({"alternatives": others} if alternatives else {}),
                             **({"question_truncated": True} if q_pieces[n] > settings.max_query_length else {})})
         return results
 

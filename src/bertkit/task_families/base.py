@@ -15,6 +15,7 @@ TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems
 PAIRS = {"type": "array", "minItems": 1,
          "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2}}
 MODEL = {"type": "string", "description": "which served model (default: the first)"}
+SERVED_SUMMARIES = ("centrality", "centroid", "lead", "textrank")  # the oracle needs a reference: the CLI's
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Family:
     problem_type: str | None = None  # config.json's problem_type for a trained model
     union_labels = False  # labels are those of the training and the evaluation data together
     endpoints: tuple[str, ...] = ()  # HTTP endpoints of its own, besides the shared embedding ones
-    SHARED = ("embed", "similarity")
+    SHARED = ("embed", "similarity", "summarize")
     class_labels = False  # config.json's id2label are the classes it answers (listed by /v1/models)
     explains = False  # `Predictor.explain` (gradient x input of a class's logit) applies
     input_fields: tuple[str, str] | None = None  # `predict` reads JSON lines of these two fields, not text lines
@@ -113,6 +114,13 @@ class Family:
         if endpoint == "similarity":
             return ({"type": "object", "properties": {"pairs": PAIRS, "model": MODEL}, "required": ["pairs"]},
                     "cosine similarity of the sentence vectors of each pair")
+        if endpoint == "summarize":
+            return ({"type": "object", "properties": {
+                "text": {"type": "string", "minLength": 1, "description": "the article (split into sentences here)"},
+                "sentences": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "k": {"type": "integer", "minimum": 1, "maximum": 50},
+                "method": {"type": "string", "enum": list(SERVED_SUMMARIES)}, "model": MODEL}},
+                "the k sentences that stand for an article (extractive), in article order, with their offsets")
         raise KeyError(endpoint)
 
     def parse(self, endpoint: str, body: dict, settings, predictor) -> Call:
@@ -131,6 +139,8 @@ class Family:
             n = len(a)
             return Call("embed", a + b, [f"pairs[{i % n}][{i // n}]" for i in range(2 * n)],
                         lambda v: {"scores": [float(np.dot(v[i], v[n + i])) for i in range(n)]}, {"normalize": True})
+        if endpoint == "summarize":
+            return summarize_call(body, settings)
         raise KeyError(endpoint)
 
     def cost(self, predictor, op: str, pieces: tuple[int, ...], name: str, options: dict | None = None
@@ -157,3 +167,41 @@ def texts_call(op: str, texts: list[str], cut: list[bool], options: dict | None 
                 lambda results: {"results": [{**r, **({"truncated": True} if c else {})}
                                              for r, c in zip(results, cut)]}, options)
 
+
+
+def summarize_call(body: dict, settings) -> Call:
+    """/v1/summarize: the article's sentences embedded as one call of the model, then chosen (`apps.summarize`)."""
+    from bertkit.apps.summarize import MAX_SENTENCES, sentence_offsets, split_text, summarize
+    from bertkit.serve.inputs import BadRequest, check_text, read_int
+
+    cut = False
+    if "sentences" in body:
+        items = body["sentences"]
+        if not isinstance(items, list) or not items:
+            raise BadRequest(400, "sentences: expected a non-empty list of strings")
+        sentences = [check_text(x, f"sentences[{i}]", settings)[0].strip() for i, x in enumerate(items)]
+        text, offsets = None, None
+    else:
+        if "text" not in body:
+            raise BadRequest(400, "text: missing (or give sentences)")
+        text, cut = check_text(body["text"], "text", settings)
+        sentences = split_text(text)
+        offsets = sentence_offsets(text, sentences)
+    if len(sentences) > min(MAX_SENTENCES, settings.max_items):
+        raise BadRequest(413, f"{'sentences' if text is None else 'text'}: {len(sentences)} sentences, limit "
+                              f"{min(MAX_SENTENCES, settings.max_items)} per request")
+    k = read_int(body, "k", 3, 1, 50, "at most 50 sentences")
+    method = body.get("method", "centrality")
+    if method not in SERVED_SUMMARIES:
+        raise BadRequest(400, f"method: choose one of {', '.join(SERVED_SUMMARIES)}")
+
+    def finish(vectors) -> dict:
+        import numpy as np
+
+        chosen = summarize(sentences, k, method, vectors=np.asarray(vectors))
+        return {"summary_sentences": chosen, "sentences": sentences,
+                "summary": " ".join(sentences[i] for i in chosen),
+                **({"offsets": offsets} if offsets is not None else {}), **({"truncated": True} if cut else {})}
+
+    return Call("embed", sentences, [f"sentences[{i}]" if text is None else f"text (sentence {i})"
+                                     for i in range(len(sentences))], finish, {"normalize": True})

@@ -60,19 +60,24 @@ class QuestionAnswering(Family):
         if endpoint != "answer":
             return super().schema(endpoint)
         return ({"type": "object", "properties": {"question": {"type": "string", "minLength": 1},
-                                                  "context": {"type": "string", "minLength": 1}, "model": MODEL},
+                                                  "context": {"type": "string", "minLength": 1},
+                                                  "alternatives": {"type": "integer", "minimum": 0, "maximum": 20,
+                                                                   "description": "the next best spans too"},
+                                                  "model": MODEL},
                  "required": ["question", "context"]},
                 "the answer span of the context, with character offsets")
 
     def parse(self, endpoint, body, settings, predictor):
         if endpoint != "answer":
             return super().parse(endpoint, body, settings, predictor)
-        from bertkit.serve.inputs import check_text
+        from bertkit.serve.inputs import check_text, read_int
 
         (q, c1), (ctx, c2) = (check_text(body.get("question"), "question", settings),
                               check_text(body.get("context"), "context", settings))
+        alternatives = read_int(body, "alternatives", 0, 0, 20, "at most 20")
         return Call("answer", [(q, ctx)], ["question + context"],
-                    lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})})
+                    lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})},
+                    {"alternatives": alternatives} if alternatives else None)
 
     def cost(self, predictor, op, pieces, name, options=None):
         if op != "answer":
@@ -93,7 +98,8 @@ class QuestionAnswering(Family):
 
     def run(self, predictor, op, items, options):
         if op == "answer":
-            return predictor.answer([q for q, _ in items], [c for _, c in items])
+            return predictor.answer([q for q, _ in items], [c for _, c in items],
+                                    alternatives=options.get("alternatives", 0))
         return super().run(predictor, op, items, options)
 
 
