@@ -113,34 +113,33 @@ class Suggester:
         return again == pieces
 
     def _words(self, h: _Hypothesis, slot: int, width: int) -> list[tuple[list[int], float]]:
-        """The `width` best words for mask `slot` of `h` (its other open masks stay masked), best first."""
-        pos = h.slots[slot]
+        """The `width` best words for mask `slot` of `h` (its other open masks stay masked), best first.
+
+        A partial word is only read further while it could still enter the list: a score only falls as pieces are
+        added (log-probabilities are at most 0), so one already below the `width`-th best whole word found is
+        dropped. That bound is exact (the list is what the unpruned beam gives) and skips most of the rows for
+        longer words when a short word is likely."""
+        pos, at_start = h.slots[slot], h.slots[slot] == 0
+        here = sum(1 for q in h.open if q < pos)  # this slot's first mask, in a row's masks
         lengths = range(1, (self.settings.max_pieces if self.settings.whole_words else 1) + 1)
-        partial = [(n, []) for n in lengths if len(h.ids) + n - 1 <= self.room]
-        scores = {(n, ()): 0.0 for n, _ in partial}
+        partial = [(n, [], 0.0) for n in lengths if len(h.ids) + n - 1 <= self.room]
         done: list[tuple[list[int], float]] = []
         while partial:
-            rows = [h.ids[:pos] + pieces + [self.mask] * (n - len(pieces)) + h.ids[pos + 1:] for n, pieces in partial]
-            read = self._read(rows, width)
+            rows = [h.ids[:pos] + pieces + [self.mask] * (n - len(pieces)) + h.ids[pos + 1:] for n, pieces, _ in partial]
             grown: dict[int, list] = {}
-            for (n, pieces), masks in zip(partial, read):
-                # this row's masks: the open ones before the slot, then the slot's remaining pieces
-                here = sum(1 for q in h.open if q < pos)
-                start, nxt, _ = masks[here]
-                ids, lps = start if not pieces else nxt
-                base = scores[(n, tuple(pieces))]
+            for (n, pieces, base), masks in zip(partial, self._read(rows, width)):
+                ids, lps = masks[here][0] if not pieces else masks[here][1]
                 for t, lp in zip(ids, lps):
                     word = pieces + [t]
-                    scores[(n, tuple(word))] = base + lp
-                    if len(word) == n:
+                    if len(word) < n:
+                        grown.setdefault(n, []).append((n, word, base + lp))
+                    elif self._canonical(word, at_start):
                         done.append((word, base + lp))
-                    else:
-                        grown.setdefault(n, []).append(word)
-            partial = [(n, w) for n, words in grown.items()
-                       for w in sorted(words, key=lambda w, n=n: -scores[(n, tuple(w))])[:width]]
-        at_start = pos == 0
-        done = [(w, s) for w, s in done if self._canonical(w, at_start)]
-        return sorted(done, key=lambda d: -d[1])[:width]
+            done = sorted(done, key=lambda d: -d[1])[:width]
+            bar = done[-1][1] if len(done) == width else -math.inf
+            partial = [x for words in grown.values() for x in sorted(words, key=lambda x: -x[2])[:width]
+                       if x[2] > bar]
+        return done
 
     def _target_scores(self, h: _Hypothesis, slot: int, targets: list[list[int]]) -> list[float]:
         """Each target word's score (PLL-word-l2r) in mask `slot` of `h`."""
@@ -218,7 +217,7 @@ class Suggester:
     def _word_text(self, pieces: list[int]) -> str:
         return self.tok.decode(pieces).strip()
 
-    def _word_pieces(self, word: str) -> list[int]:
+    def word_pieces(self, word: str) -> list[int]:
         """A word's pieces as it reads after a space (byte-level BPE marks a word start by the space before it)."""
         pieces = self.tok.piece_ids(word)
         if pieces and self.settings.whole_words and not bool(self.allowed_start[pieces[0]]):
@@ -232,7 +231,7 @@ class Suggester:
         for i, word in enumerate(targets):
             if not isinstance(word, str) or not word.strip():
                 raise ValueError(f"{field}[{i}]: expected a word")
-            pieces = self._word_pieces(word.strip())
+            pieces = self.word_pieces(word.strip())
             if not self.settings.whole_words and len(pieces) != 1:
                 raise ValueError(f"{field}[{i}]: '{word}' is {len(pieces)} pieces; a piece mask takes one")
             if len(pieces) > TARGET_PIECES:
