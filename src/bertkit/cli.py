@@ -898,7 +898,8 @@ def add_summarize(s) -> None:
     from bertkit.apps.summarize import METHODS, summarize_file
     from bertkit.infer.predictor import BACKENDS
 
-    s.add_argument("--model", help="the sentence-vector model (for --method centrality or centroid)")
+    s.add_argument("--model", help="the sentence-vector model (--method centrality or centroid), or the scorer "
+                                   "`bertkit summarize-train` wrote (--method trained)")
     s.add_argument("--input", required=True, help="JSON lines, each {\"text\": ...} (split into sentences here) or "
                                                   "{\"sentences\": [...]}; \"reference\" for --method oracle")
     s.add_argument("--output", required=True, help="the input lines with summary_sentences, sentences and summary")
@@ -906,7 +907,8 @@ def add_summarize(s) -> None:
                choices={"method": list(METHODS), "backend": list(BACKENDS)}, help={
                    "k": "sentences per summary (default %(default)s)",
                    "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
-                             "centroid, or oracle (greedy ROUGE against 'reference') (default %(default)s)",
+                             "centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
+                             "scorer, bertkit summarize-train) (default %(default)s)",
                    "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
                    "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default %(default)s)",
                    "threads": "threads for the sentence vectors", "backend": BACKEND_HELP,
@@ -920,6 +922,47 @@ def run_summarize(args) -> None:
     n = summarize_file(args.model, args.input, args.output, args.k, args.method, args.lexical, args.mmr,
                        args.threads, args.backend, args.max_chars)
     print(f"summarized {n} articles ({args.method}, k {args.k}) -> {args.output}", file=sys.stderr)
+
+
+def add_summarize_train(s) -> None:
+    from bertkit.apps.extractive import ExtractiveConfig
+    from bertkit.train.extractive import ExtractiveTrainConfig
+
+    s.add_argument("--model", required=True, help="the encoder to start from (a plain or sentence-transformers "
+                                                  "directory)")
+    s.add_argument("--train", dest="train_file", required=True,
+                   help="JSON lines: {\"text\" | \"sentences\", \"reference\" (a summary) | \"labels\" (indices)}")
+    s.add_argument("--eval", dest="eval_file", default="", help="the same, with references: ROUGE after every epoch, "
+                                                                "the best epoch kept")
+    s.add_argument("--out", required=True)
+    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size"),
+               choices={"rouge_tokens": ["rouge-score", "unicode"]}, help={
+                   "label_k": "oracle sentences labelled per article (default %(default)s)",
+                   "k": "sentences picked when evaluating (default %(default)s)",
+                   "rouge_tokens": "unicode for Korean (default %(default)s)",
+                   "epochs": "(default %(default)s)", "batch_size": "articles per step (default %(default)s)"})
+    add_params(s, ExtractiveConfig, ("layers", "max_length", "max_sentence_pieces"), help={
+        "layers": "inter-sentence transformer layers (default %(default)s)",
+        "max_length": "tokens per window (default %(default)s)",
+        "max_sentence_pieces": "pieces of a sentence read (default %(default)s)"})
+    add_fields(s, ExtractiveTrainConfig().train, SBERT_TRAIN, help=TRAIN_HELP, choices=TRAIN_CHOICES)
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same flags)")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format(what="run"))
+
+
+def run_summarize_train(args) -> None:
+    from bertkit.apps.extractive import ExtractiveConfig
+    from bertkit.train.extractive import ExtractiveTrainConfig, run_extractive
+
+    cfg = ExtractiveTrainConfig(model=args.model, train_file=args.train_file, eval_file=args.eval_file,
+                                out=args.out, label_k=args.label_k, k=args.k, rouge_tokens=args.rouge_tokens,
+                                epochs=args.epochs, batch_size=args.batch_size,
+                                scorer=ExtractiveConfig(layers=args.layers, max_length=args.max_length,
+                                                        max_sentence_pieces=args.max_sentence_pieces))
+    apply(args, cfg.train, SBERT_TRAIN)
+    result = run_extractive(cfg, resume=args.resume, overwrite=args.overwrite)
+    shown = {k: round(v, 2) for k, v in result.items() if k in ("rouge1", "rouge2", "rougeL", "loss")}
+    print(f"trained on {result['train_articles']} articles -> {args.out} {shown}", file=sys.stderr)
 
 
 def add_suggest(s) -> None:
@@ -973,6 +1016,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
               run_embed),
     "summarize": ("extractive summaries: the k sentences of each article that stand for it", add_summarize,
                   run_summarize),
+    "summarize-train": ("train a BertSum-style sentence scorer for --method trained", add_summarize_train,
+                        run_summarize_train),
     "suggest": ("word suggestions for [MASK]s (whole words, jointly) and checks of a chosen word", add_suggest,
                 run_suggest),
 }

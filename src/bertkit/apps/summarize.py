@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from bertkit.data.corpus import split_sentences
 from bertkit.metrics import rouge_tokens
 
-METHODS = ("centrality", "lead", "textrank", "centroid", "oracle")
+METHODS = ("centrality", "lead", "textrank", "centroid", "oracle", "trained")
 
 
 def split_text(text: str) -> list[str]:
@@ -169,9 +170,11 @@ def _check(method: str, k: int) -> None:
 
 
 def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
-              reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0) -> list[int]:
+              reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0,
+              scores: Sequence[float] | None = None) -> list[int]:
     """The indices (ascending) of the k sentences `method` picks; `vectors` (one row per sentence) for the methods
-    that read sentence vectors, `reference` for the oracle."""
+    that read sentence vectors, `reference` for the oracle, `scores` (a trained scorer's, `apps.extractive`) for
+    `trained` (picked with trigram blocking)."""
     _check(method, k)
     n = len(sentences)
     if n <= k:
@@ -180,6 +183,13 @@ def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", 
         return list(range(k))
     if method == "textrank":
         return mmr_pick(textrank_scores(sentences), None, k)
+    if method == "trained":
+        from bertkit.apps.extractive import pick
+
+        if scores is None or len(scores) != n:
+            raise ValueError(f"trained: needs one score per sentence ({n}), got "
+                             f"{'none' if scores is None else len(scores)}")
+        return pick(sentences, list(scores), k)
     if method == "oracle":
         if reference is None:
             raise ValueError("oracle: needs the reference summary")
@@ -239,7 +249,18 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
     _check(method, k)  # before a model loads
     if not 0 <= lexical <= 1 or not 0 <= mmr <= 1:
         raise ValueError(f"--lexical {lexical} / --mmr {mmr}: each between 0 and 1")
-    predictor = None
+    predictor = scorer = None
+    if method == "trained":
+        from bertkit.apps.extractive import CONFIG_FILE, ExtractiveScorer
+
+        if model is None or not (Path(model) / CONFIG_FILE).exists():
+            raise ValueError(f"--method trained: give --model, a scorer that `bertkit summarize-train` wrote "
+                             f"({model or 'none given'} has no {CONFIG_FILE})")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        scorer = ExtractiveScorer.from_pretrained(model)
     if method in ("centrality", "centroid"):
         if model is None:
             raise ValueError(f"--method {method}: give --model (the sentence vectors' model)")
@@ -254,7 +275,9 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
             if method == "oracle" and reference is None:
                 raise ValueError(f"{input}: line {lineno}: --method oracle needs a field 'reference'")
             vectors = predictor.embed(sentences) if predictor is not None else None
-            chosen = summarize(sentences, k, method, vectors=vectors, reference=reference, lexical=lexical, mmr=mmr)
+            scores = scorer.scores([sentences])[0] if scorer is not None else None
+            chosen = summarize(sentences, k, method, vectors=vectors, reference=reference, lexical=lexical, mmr=mmr,
+                               scores=scores)
             item.update(summary_sentences=chosen, sentences=sentences,
                         summary=" ".join(sentences[i] for i in chosen))
             out.write(json.dumps(item, ensure_ascii=False) + "\n")

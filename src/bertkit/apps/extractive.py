@@ -1,0 +1,192 @@
+"""A trained sentence scorer for extractive summaries, BertSum-style (Liu & Lapata 2019, "Text Summarization with
+Pretrained Encoders", BertSumExt).
+
+An article is read as `[CLS] s1 [SEP] [CLS] s2 [SEP] ...` with segment ids alternating by sentence (the interval
+segment embeddings of the paper); the vector of each sentence is the encoder's output at its `[CLS]`. A long
+article is read in windows of whole sentences (each at most `max_sentence_pieces` pieces), and the vectors of all
+its windows go, in article order and with learned sentence-position embeddings, through a small inter-sentence
+transformer (`layers` pre-LN layers) and a linear scorer: one logit per sentence, trained against greedy-oracle
+labels (`train.extractive`). At selection, the best sentences are taken in score order, skipping one that shares
+a word trigram with those already chosen (the paper's trigram blocking).
+
+Saved as a directory: the encoder as a Hugging Face checkpoint (config.json, model.safetensors, the tokenizer's
+files) and `extractive_head.safetensors` + `extractive_config.json` for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+HEAD_FILE, CONFIG_FILE = "extractive_head.safetensors", "extractive_config.json"
+
+
+@dataclass
+class ExtractiveConfig:
+    layers: int = 2  # inter-sentence transformer layers
+    heads: int = 0  # 0: hidden_size // 64
+    ff: int = 0  # feed-forward width; 0: 4 x hidden_size
+    dropout: float = 0.1
+    max_sentences: int = 512  # sentence positions learned; later sentences share the last one
+    max_length: int = 512  # tokens per window
+    max_sentence_pieces: int = 64  # a sentence's pieces kept (the rest of a long sentence is not read)
+
+
+class ExtractiveScorer(nn.Module):
+    def __init__(self, encoder, tokenizer, config: ExtractiveConfig = ExtractiveConfig()):
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.encoder, self.tokenizer, self.settings = encoder, tokenizer, config
+        self.config = encoder.config  # what the loop reads (dropout, the family)
+        self.position = nn.Embedding(config.max_sentences, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, config.heads or max(1, hidden // 64), config.ff or 4 * hidden,
+                                           config.dropout, activation="gelu", batch_first=True, norm_first=True)
+        # layers 0: the [CLS] vectors scored as they are (with their positions)
+        self.inter = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False) if config.layers else None
+        self.norm = nn.LayerNorm(hidden)
+        self.scorer = nn.Linear(hidden, 1)
+        nn.init.normal_(self.position.weight, std=0.02)
+
+    # ---- inputs --------------------------------------------------------------------------------------------------
+    def windows(self, sentences: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
+        """(ids, segment ids, the position of each sentence's [CLS]) of each window of the article: whole
+        sentences, in order, as many as fit `max_length`."""
+        tok, s = self.tokenizer, self.settings
+        cls, sep = tok.cls_id, tok.sep_id
+        pieces = [e.ids[:s.max_sentence_pieces] for e in tok.encode_batch(list(sentences), add_special_tokens=False)]
+        out, ids, types, starts = [], [], [], []
+        for i, p in enumerate(pieces):
+            unit = [cls, *p, sep]
+            if ids and len(ids) + len(unit) > s.max_length:
+                out.append((ids, types, starts))
+                ids, types, starts = [], [], []
+            starts.append(len(ids))
+            ids += unit
+            types += [i % 2] * len(unit)
+        out.append((ids, types, starts))
+        return out
+
+    def batch(self, articles: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+        """The encoder's rows (every window of every article) and where each article's sentences are in them."""
+        rows, where = [], []  # where: per article, (row, position) of each sentence
+        for sentences in articles:
+            if not sentences:
+                raise ValueError("an article with no sentence")
+            mine = []
+            for ids, types, starts in self.windows(sentences):
+                mine += [(len(rows), p) for p in starts]
+                rows.append((ids, types))
+            where.append(mine)
+        batch = self.tokenizer.collate([r[0] for r in rows], [r[1] for r in rows])
+        longest = max(len(w) for w in where)
+        index = torch.zeros(len(where), longest, 2, dtype=torch.long)
+        mask = torch.zeros(len(where), longest, dtype=torch.bool)
+        for a, mine in enumerate(where):
+            index[a, :len(mine)] = torch.tensor(mine)
+            mask[a, :len(mine)] = True
+        return {**batch, "sentence_index": index, "sentence_mask": mask}
+
+    # ---- the network -----------------------------------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, token_type_ids, sentence_index, sentence_mask) -> torch.Tensor:
+        """(articles, sentences) logits; padding sentences are -inf."""
+        hidden = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        vectors = hidden[sentence_index[..., 0], sentence_index[..., 1]]  # (A, S, H)
+        positions = torch.arange(vectors.shape[1], device=vectors.device).clamp(max=self.settings.max_sentences - 1)
+        x = vectors + self.position(positions)[None].to(vectors.dtype)
+        if self.inter is not None:
+            x = self.inter(x, src_key_padding_mask=~sentence_mask)
+        x = self.norm(x)
+        logits = self.scorer(x).squeeze(-1).float()
+        return logits.masked_fill(~sentence_mask, float("-inf"))
+
+    @torch.inference_mode()
+    def scores(self, articles: Sequence[Sequence[str]], batch_size: int = 8) -> list[np.ndarray]:
+        """One score (a logit) per sentence of each article."""
+        was = self.training
+        self.eval()
+        out = []
+        try:
+            for i in range(0, len(articles), batch_size):
+                part = articles[i:i + batch_size]
+                logits = self(**self.batch(part))
+                out += [logits[a, :len(s)].numpy() for a, s in enumerate(part)]
+        finally:
+            self.train(was)
+        return out
+
+    # ---- saving ------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        from safetensors.torch import save_file
+
+        from bertkit.io import atomic_write_text
+
+        path = Path(path)
+        self.encoder.save_pretrained(path, tokenizer=tokenizer or self.tokenizer)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        save_file(head, str(path / HEAD_FILE))
+        atomic_write_text(path / CONFIG_FILE, json.dumps(asdict(self.settings), indent=2) + "\n")
+
+    def load_weights(self, path) -> None:
+        """Restore what `save_pretrained` wrote (the loop's resume)."""
+        from safetensors.torch import load_file
+
+        from bertkit.checkpoint import load_state_into, read_state_dict
+
+        load_state_into(self.encoder, read_state_dict(Path(path)), str(path))
+        missing, unexpected = self.load_state_dict(load_file(str(Path(path) / HEAD_FILE)), strict=False)
+        if unexpected or any(not k.startswith("encoder.") for k in missing):
+            raise ValueError(f"{path / HEAD_FILE}: does not fit this scorer (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]})")
+
+    @classmethod
+    def from_pretrained(cls, path, config: ExtractiveConfig | None = None) -> ExtractiveScorer:
+        """A trained scorer directory (its own config); or any encoder checkpoint (a plain or sentence-transformers
+        directory) with a new, untrained inter-sentence transformer and scorer of `config` (what training starts
+        from; its window is capped at the encoder's positions)."""
+        from bertkit.apps.sentence import SentenceModel
+        from bertkit.io import read_json
+
+        path = Path(path)
+        sentence = SentenceModel.from_pretrained(path)
+        trained = (path / CONFIG_FILE).exists()
+        if trained:
+            config = ExtractiveConfig(**read_json(path / CONFIG_FILE, "extractive config"))
+        else:
+            config = config or ExtractiveConfig()
+            config = ExtractiveConfig(**{**asdict(config), "max_length": min(config.max_length,
+                                                                              sentence.encoder.config.max_length)})
+        model = cls(sentence.encoder, sentence.tokenizer, config)
+        if trained:
+            model.load_weights(path)
+        return model
+
+
+# ---- selection -------------------------------------------------------------------------------------------------------
+def _trigrams(sentence: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", sentence.lower())
+    return set(zip(words, words[1:], words[2:]))
+
+
+def pick(sentences: Sequence[str], scores: Sequence[float], k: int, block_trigrams: bool = True) -> list[int]:
+    """The indices (ascending) of up to `k` sentences by score, skipping one that shares a trigram with those chosen
+    (`block_trigrams`); when blocking leaves fewer than `k`, the best blocked ones fill the rest."""
+    order = sorted(range(len(sentences)), key=lambda i: -scores[i])
+    chosen, seen, blocked = [], set(), []
+    for i in order:
+        if len(chosen) == k:
+            break
+        grams = _trigrams(sentences[i])
+        if block_trigrams and grams & seen:
+            blocked.append(i)
+            continue
+        chosen.append(i)
+        seen |= grams
+    chosen += blocked[:k - len(chosen)]
+    return sorted(chosen)

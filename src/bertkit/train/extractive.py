@@ -1,0 +1,184 @@
+"""Training the BertSum-style sentence scorer (`apps.extractive`) as a recipe over the one training loop.
+
+Each training article is a JSON line: `{"text": ...}` (split into sentences by bertkit) or `{"sentences": [...]}`,
+with either `"reference"` (a summary: the labels are the greedy ROUGE oracle's `label_k` sentences, as BertSum
+labels CNN/DailyMail) or `"labels"` (the indices of the summary sentences, e.g. marked by people). The loss is the
+binary cross-entropy of each sentence's logit, summed over sentences and divided by their number in the step. A
+step is `batch_size` articles, drawn from the loop's (seed, step) schedule. With an evaluation file (the same
+format, with references), ROUGE-1/2/L F1 of the `k` sentences picked with trigram blocking is logged after every
+epoch and the best epoch (by ROUGE-2) is what `out/` holds; without one, the last epoch is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer, pick
+from bertkit.data.pretraining import Schedule
+from bertkit.io import atomic_write_text, prepare_output_dir
+from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
+
+
+@dataclass
+class Article:
+    sentences: list[str]
+    reference: str | None
+    labels: list[int]
+
+
+def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1_000_000) -> list[Article]:
+    """The articles of a JSON-lines file, labelled (see the module docstring); errors name the line."""
+    from bertkit.apps.summarize import _article, oracle
+    from bertkit.infer.batchio import read_json_lines
+
+    out = []
+    for lineno, item in read_json_lines(path, max_chars, "an article is read whole", skip_empty=True):
+        sentences, reference = _article(item, path, lineno)
+        labels = item.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or not all(isinstance(i, int) and not isinstance(i, bool) and
+                                                       0 <= i < len(sentences) for i in labels):
+                raise ValueError(f"{path}: line {lineno}: field 'labels': expected indices of its "
+                                 f"{len(sentences)} sentences")
+        elif reference is not None:
+            labels = oracle(sentences, reference, label_k, rouge_tokens)
+        else:
+            raise ValueError(f"{path}: line {lineno}: needs a field 'reference' (a summary) or 'labels' (sentence "
+                             f"indices)")
+        out.append(Article(sentences, reference, sorted(set(labels))))
+    if not out:
+        raise ValueError(f"{path}: no article in it")
+    return out
+
+
+def rouge_of(scorer: ExtractiveScorer, articles: list[Article], k: int, rouge_tokens: str) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 x 100 of the `k` sentences picked (trigram blocking) against each reference."""
+    from bertkit.metrics import rouge
+
+    scored = [a for a in articles if a.reference is not None]
+    if not scored:
+        return {}
+    results = []
+    for a, s in zip(scored, scorer.scores([a.sentences for a in scored])):
+        chosen = pick(a.sentences, s.tolist(), k)
+        results.append(rouge(" ".join(a.sentences[i] for i in chosen), a.reference, rouge_tokens))
+    return {m: 100 * statistics.mean(r[m]["f"] for r in results) for m in ("rouge1", "rouge2", "rougeL")}
+
+
+class ExtractiveTask:
+    names = ("sentences",)
+
+    def __init__(self, scorer: ExtractiveScorer, articles: list[Article], batch_size: int, seed: int,
+                 eval_articles: list[Article] | None, k: int, rouge_tokens: str):
+        self.scorer, self.articles, self.batch_size = scorer, articles, batch_size
+        self.eval_articles, self.k, self.rouge_tokens = eval_articles, k, rouge_tokens
+        self.schedule = Schedule(len(articles), batch_size, seed)
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = self.scorer.batch([self.articles[i].sentences for i in indices])
+        labels = torch.zeros(batch["sentence_mask"].shape)
+        for row, i in enumerate(indices):
+            labels[row, self.articles[i].labels] = 1.0
+        return {**batch, "labels": labels}
+
+    def micro_batches(self, step, rank, world, accum):
+        rows, _ = self.schedule.step(step)
+        per = self.batch_size // (world * accum)
+        mine = rows[rank * per * accum:(rank + 1) * per * accum]
+        return [self.collate(mine[j:j + per]) for j in range(0, len(mine), per)]
+
+    def counts(self, batch) -> list[float]:
+        return [float(batch["sentence_mask"].sum())]
+
+    def loss(self, model, batch, totals):
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"})
+        mask = batch["sentence_mask"]
+        summed = F.binary_cross_entropy_with_logits(logits[mask], batch["labels"][mask].to(logits.dtype),
+                                                    reduction="sum")
+        return summed / totals[0], {"loss": float(summed.detach())}
+
+    def summarize(self, stats, totals):
+        return {"loss": stats["loss"] / max(totals[0], 1.0)}
+
+    def evaluate(self, model) -> dict[str, float]:
+        if not self.eval_articles:
+            return {}
+        module = model.module if hasattr(model, "module") else model
+        return rouge_of(module, self.eval_articles, self.k, self.rouge_tokens)
+
+
+@dataclass
+class ExtractiveTrainConfig:
+    model: str = ""  # an encoder checkpoint (plain or sentence-transformers)
+    train_file: str = ""
+    eval_file: str = ""  # "": no evaluation, the last epoch is kept
+    out: str = "runs/extractive"
+    label_k: int = 3  # the oracle's sentences per article (the labels of articles given with a reference)
+    k: int = 3  # sentences picked when evaluating
+    rouge_tokens: str = "rouge-score"  # or "unicode" (Korean: rouge-score's tokenisation deletes Hangul)
+    epochs: float = 3.0
+    batch_size: int = 4  # articles per step
+    scorer: ExtractiveConfig = field(default_factory=ExtractiveConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup=0.1, log_every=10,
+                                                                   save_every=0, keep_checkpoints=1))
+
+    def validate(self) -> None:
+        require("label_k", self.label_k, 1)
+        require("k", self.k, 1)
+        require("epochs", self.epochs, 0, above=True)
+        require("batch_size", self.batch_size, 1)
+        require("layers", self.scorer.layers, 0)
+        require("max_length", self.scorer.max_length, 8)
+        require("max_sentence_pieces", self.scorer.max_sentence_pieces, 1)
+        if self.scorer.max_sentence_pieces + 2 > self.scorer.max_length:
+            raise ValueError(f"--max-sentence-pieces {self.scorer.max_sentence_pieces}: a sentence and its [CLS] "
+                             f"and [SEP] must fit --max-length {self.scorer.max_length}")
+        if self.rouge_tokens not in ("rouge-score", "unicode"):
+            raise ValueError(f"--rouge-tokens {self.rouge_tokens}: choose rouge-score or unicode")
+        self.train.validate()
+        if self.batch_size % self.train.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
+                             f"{self.train.grad_accum}")
+
+
+RESUME_MAY_CHANGE = {"out", "train.threads", "train.device", "train.save_every", "train.log_every",
+                     "train.keep_checkpoints"}
+
+
+def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: bool = False,
+                   show_progress: bool = True) -> dict:
+    """Train a scorer from `cfg.model` on `cfg.train_file`; the model, metrics.jsonl and eval_results.json to
+    `cfg.out`."""
+    cfg.validate()
+    articles = read_articles(cfg.train_file, cfg.label_k, cfg.rouge_tokens)  # bad input before anything is written
+    eval_articles = read_articles(cfg.eval_file, cfg.label_k, cfg.rouge_tokens) if cfg.eval_file else None
+    if eval_articles is not None and not any(a.reference is not None for a in eval_articles):
+        raise ValueError(f"{cfg.eval_file}: evaluation needs articles with a 'reference'")
+    target = prepare_output_dir(cfg.out, verb="summarize-train", inputs=[cfg.model, cfg.train_file, cfg.eval_file],
+                                resume=resume, overwrite=overwrite)
+    cfg.train.run_id = target.run_id
+    if target.resuming:
+        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RESUME_MAY_CHANGE)
+    config_text = json.dumps(asdict(cfg), indent=2) + "\n"
+    torch.manual_seed(cfg.train.seed)
+    scorer = ExtractiveScorer.from_pretrained(cfg.model, cfg.scorer)
+    task = ExtractiveTask(scorer, articles, cfg.batch_size, cfg.train.seed, eval_articles, cfg.k, cfg.rouge_tokens)
+    steps_per_epoch = math.ceil(len(articles) / cfg.batch_size)
+    cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
+    cfg.train.eval_every = steps_per_epoch if eval_articles else 0
+    cfg.train.best_metric = "rouge2" if eval_articles else ""
+    cfg.train.validate()
+    with target as work:
+        atomic_write_text(work / "extractive_train_config.json", config_text)
+        result = train(scorer, task, cfg.train, work, tokenizer=scorer.tokenizer, resume=target.resuming,
+                       show_progress=show_progress)
+        summary = {"train_articles": len(articles), "labelled_sentences": sum(len(a.labels) for a in articles),
+                   "eval_articles": len(eval_articles or []), **result, "config": asdict(cfg)}
+        atomic_write_text(work / "eval_results.json", json.dumps(summary, indent=2) + "\n")
+    return summary
