@@ -217,3 +217,57 @@ def test_integrated_gradients_are_complete_on_real_weights(minilm_dir, tok):
         p.explain(text, method="integrated gradients", baseline="blur")
     with pytest.raises(ValueError, match="label 'positive': the model's labels are LABEL_0, LABEL_1"):
         p.explain(text, label="positive")
+
+
+def test_pair_explanations_name_the_words_of_each_side(minilm_dir, tok):
+    """A pair's integrated gradients are complete like a single text's, and every word says its side, with offsets
+    into that side's own text."""
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=3).eval()
+    p = Predictor(model, tok)
+    a, b = "A man is playing a guitar on stage.", "Someone performs music for a crowd."
+    r = p.explain(a, label="LABEL_2", method="integrated gradients", steps=64, pair=b)
+    enc = tok.encode(a, b)
+    ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
+    base = torch.where((ids == tok.cls_id) | (ids == tok.sep_id), ids, torch.full_like(ids, tok.pad_id))
+    with torch.inference_mode():
+        f = model(ids, token_type_ids=types).logits[0, 2] - model(base, token_type_ids=types).logits[0, 2]
+    assert r["difference"] == pytest.approx(float(f), abs=1e-4) and r["delta_share"] <= 0.01
+    assert "sentences" not in r
+    for side, text in ((0, a), (1, b)):
+        words = [w for w in r["words"] if w["side"] == side]
+        assert [w["text"] for w in words] == [text[w["start"]:w["end"]] for w in words]
+        assert [w["text"] for w in words] == text.replace(".", " .").split()
+    grad = p.explain(a, pair=b)
+    assert [(w["side"], w["text"]) for w in grad["words"]] == [(w["side"], w["text"]) for w in r["words"]]
+
+
+def test_an_answer_is_explained_by_words_of_the_passage_and_the_question(minilm_dir, tok):
+    """explain_answer attributes the answer's start + end logit (the model's own answer, in the window that holds
+    it): IG complete against that sum computed apart; question words are side 0, passage words side 1."""
+    from bertkit.heads import BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering.from_pretrained(minilm_dir).eval()
+    p = Predictor(model, tok)
+    question, context = "Where was the film shot?", "The film was shot in Busan. It opened in Seoul in May."
+    r = p.explain_answer(question, context, method="integrated gradients", steps=64)
+    answer = p.answer([question], [context])[0]
+    assert {k: r[k] for k in ("answer", "start", "end")} == {k: answer[k] for k in ("answer", "start", "end")}
+    enc = tok.encode(question, context)
+    inside = [i for i, (o, s) in enumerate(zip(enc.offsets, enc.sequence_ids)) if s == 1 and
+              answer["start"] <= o[0] and o[1] <= answer["end"] and o[1] > o[0]]
+    ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
+    base = torch.where((ids == tok.cls_id) | (ids == tok.sep_id), ids, torch.full_like(ids, tok.pad_id))
+    with torch.inference_mode():
+        out, out0 = model(ids, token_type_ids=types), model(base, token_type_ids=types)
+        f = (out.start_logits[0, inside[0]] + out.end_logits[0, inside[-1]]
+             - out0.start_logits[0, inside[0]] - out0.end_logits[0, inside[-1]])
+    assert r["difference"] == pytest.approx(float(f), abs=1e-4) and r["delta_share"] <= 0.01
+    assert [w["text"] for w in r["words"] if w["side"] == 0] == ["Where", "was", "the", "film", "shot", "?"]
+    passage = [w for w in r["words"] if w["side"] == 1]
+    assert [w["text"] for w in passage] == context.replace(".", " .").split()
+    assert all(context[w["start"]:w["end"]] == w["text"] for w in passage)
+    with pytest.raises(ValueError, match="this model does classification, not question answering"):
+        Predictor(BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=2).eval(), tok
+                  ).explain_answer(question, context)

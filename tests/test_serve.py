@@ -99,6 +99,7 @@ def server(tok):
     app = create_app(predictors, ServeSettings(max_items=8, max_chars=200, max_body_bytes=20_000,
                                                batcher=BatcherSettings(max_batch=16, max_wait_ms=20)))
     s = Server(app)
+    s.app_predictors = predictors
     yield s
     s.stop()
 
@@ -167,6 +168,27 @@ def test_explanations_and_the_page(server):
     assert max(w["score"] for w in r["words"]) == 1.0 and min(w["score"] for w in r["words"]) >= 0
     assert [s["text"] for s in r["sentences"]] == ["The acting was fine.", "The plot was dull."]
     assert server.post("/v1/classify", {"texts": ["x"], "explain": "yes"})[0] == 400
+    # integrated gradients, pairs and answers, as the library gives them
+    sentiment, qa = server.app_predictors["sentiment"], server.app_predictors["qa"]
+    status, out, _ = server.post("/v1/classify", {"texts": [text], "explain": True, "method": "integrated gradients",
+                                                  "steps": 8, "baseline": "mask"})
+    assert status == 200 and out["results"][0] == sentiment.explain(text, method="integrated gradients", steps=8,
+                                                                   baseline="mask")
+    status, out, _ = server.post("/v1/classify", {"pairs": [["a fine film", "a good movie"]], "explain": True})
+    assert status == 200 and {w["side"] for w in out["results"][0]["words"]} == {0, 1}
+    context = "The Broncos won the game in Denver."
+    status, out, _ = server.post("/v1/answer", {"question": "Who won?", "context": context, "model": "qa",
+                                                "explain": True, "method": "integrated gradients", "steps": 4})
+    want = qa.explain_answer("Who won?", context, method="integrated gradients", steps=4)
+    assert status == 200 and out["words"] == want["words"] and out["answer"] == want["answer"]
+    for body, needle in (({"method": "lime"}, "method: choose one of"), ({"steps": 500}, "steps: 500, at most 128"),
+                         ({"baseline": "blur"}, "baseline: choose one of")):
+        got, out, _ = server.post("/v1/classify", {"texts": [text], "explain": True, **body})
+        assert got == 400 and needle in out["error"]
+    # every step is charged: 128 steps of a long text pass the request's token budget
+    got, out, _ = server.post("/v1/classify", {"texts": ["good " * 60], "explain": True,
+                                               "method": "integrated gradients", "steps": 128})
+    assert got == 413 and "x386 for integrated gradients with 128 steps" in out["error"]
     status, page, _ = server.request("GET", "/")
     assert status == 200 and "Reading comprehension" in page and "/v1/answer" in page
 

@@ -62,6 +62,13 @@ from bertkit.task_families import Family, family_of, inference_head
 from bertkit.tokenizer import Tokenizer, check_vocab
 
 
+def _scale(items: list[dict]) -> None:
+    """Scores divided by the largest magnitude (signed scores keep their signs)."""
+    peak = max((abs(x["score"]) for x in items), default=0.0) or 1.0
+    for x in items:
+        x["score"] = x["score"] / peak
+
+
 def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T, H), (B, T) -> (B, H): the mean over real tokens only."""
     mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
@@ -393,10 +400,11 @@ class Predictor:
     IG_BASELINES = ("pad", "mask", "zero")
 
     def explain(self, text: str, label: str | None = None, method: str = "gradient x input", steps: int = 64,
-                baseline: str = "pad", internal_batch: int = 16) -> dict:
-        """Which words drove a classification, per piece summed over each word's pieces and over each sentence,
-        scaled so that the largest magnitude is 1. One text, read in its first window; needs the float PyTorch
-        model (gradients).
+                baseline: str = "pad", internal_batch: int = 16, pair: str | None = None) -> dict:
+        """Which words drove a classification, per piece summed over each word's pieces (and, for one text, over
+        each sentence), scaled so that the largest magnitude is 1. One text, or a pair (`pair`: each word says its
+        `side`, 0 or 1, and its offsets are in that side's text), read in its first window; needs the float
+        PyTorch model (gradients).
 
         - `gradient x input` (Shrikumar et al. 2017): the label logit's gradient with respect to the word
           embeddings times the embeddings, its L1 norm over the hidden size for each piece (unsigned).
@@ -409,53 +417,114 @@ class Predictor:
         from bertkit.data.corpus import split_sentences
 
         if not self.task_family.explains:
-            raise ValueError(f"this model does {self.family}; explanations are for classification")
-        if method not in self.EXPLAIN_METHODS:
-            raise ValueError(f"method {method!r}: choose one of {', '.join(self.EXPLAIN_METHODS)}")
-        if baseline not in self.IG_BASELINES or steps < 1 or internal_batch < 1:
-            raise ValueError(f"baseline {baseline!r} / steps {steps} / internal_batch {internal_batch}: a baseline "
-                             f"of {', '.join(self.IG_BASELINES)} and at least one step and one row per call")
+            raise ValueError(f"this model does {self.family}; explanations are for classification and QA answers")
+        self._check_explain(method, steps, baseline, internal_batch)
         model = self.float_model()
-        enc = self.tok.encode(text, max_length=self.max_length)
+        enc = self.tok.encode(text, pair, max_length=self.max_length)
         ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
         names = [self.config.id2label.get(i, f"LABEL_{i}") if self.config.id2label else f"LABEL_{i}"
                  for i in range(self.config.num_labels)]
         if label is not None and label not in names:
             raise ValueError(f"label {label!r}: the model's labels are {', '.join(names)}")
-        if method == "integrated gradients":
-            logits, target, scores, extra = self._integrated_gradients(model, ids, types, label, names, steps,
-                                                                       baseline, internal_batch)
-        else:
-            logits, target, scores, extra = self._gradient_x_input(model, ids, types, label, names)
-        continues = self.tok.continuation_mask()  # WordPiece `##`, BPE without `Ġ`, Unigram without `▁`
-        probs = logits.detach().softmax(-1).tolist()
-        words: list[dict] = []  # continuation pieces joined to their word
-        for (a, b), sc, tid in zip(enc.offsets, scores, enc.ids):
-            if tid in (self.tok.cls_id, self.tok.sep_id, self.tok.pad_id) or a == b:
+        with evaluating(model), torch.no_grad():
+            logits = model(ids, torch.ones_like(ids), types).logits[0].float()
+        target = names.index(label) if label is not None else int(logits.argmax())
+        scores, extra = self._attribute(model, ids, types, lambda out: out.logits[:, target], method, steps,
+                                        baseline, internal_batch)
+        words = self._words(enc, scores, (text,) if pair is None else (text, pair))
+        result = {"label": names[target], "probs": dict(zip(names, logits.softmax(-1).tolist())), "method": method,
+                  "words": words}
+        if pair is None:
+            sentences, cursor = [], 0
+            for sent in split_sentences(text) or [text]:
+                a = text.find(sent, cursor)
+                a = cursor if a < 0 else a
+                cursor = b = a + len(sent)
+                sentences.append({"text": sent, "start": a, "end": b,
+                                  "score": sum(w["score"] for w in words if a <= w["start"] < b)})
+            _scale(sentences)
+            result["sentences"] = sentences
+        _scale(words)
+        return {**result, **extra, **({"truncated": True} if len(enc) == self.max_length else {})}
+
+    def explain_answer(self, question: str, context: str, method: str = "gradient x input", steps: int = 64,
+                       baseline: str = "pad", internal_batch: int = 16, answer: dict | None = None) -> dict:
+        """Which words of the passage (`side` 1) and of the question (`side` 0) drove the answer (`answer`'s, or
+        the model's own): the attributions of its start + end logit, in the window that holds it (`explain`'s
+        methods)."""
+        self._require("answer", "question answering")
+        self._check_explain(method, steps, baseline, internal_batch)
+        model = self.float_model()
+        answer = answer if answer is not None else self.answer([question], [context])[0]
+        settings = self.settings.qa
+        examples = [QAExample("0", question, context, [])]
+        features = qa_features(self.tok, examples, QASettings(**{**settings.__dict__, "max_length": min(
+            settings.max_length, self.config.max_length)}))
+
+        def span(f):  # the answer's first and last piece in this window, if it lies there whole
+            inside = [i for i, o in enumerate(f.offsets) if o is not None and answer["start"] <= o[0] and
+                      o[1] <= answer["end"] and o[1] > o[0]]
+            return (inside[0], inside[-1]) if inside else None
+
+        f = next((f for f in features if span(f) is not None), features[0])
+        first, last = span(f) or (0, 0)  # no answer: the [CLS] "no answer" logits
+        ids, types = torch.tensor([f.input_ids]), torch.tensor([f.token_type_ids])
+        scores, extra = self._attribute(
+            model, ids, types, lambda out: out.start_logits[:, first] + out.end_logits[:, last], method, steps,
+            baseline, internal_batch)
+        q = self.tok.encode_batch([question], add_special_tokens=False)[0]
+        q_ids = q.ids[:settings.max_query_length]
+        at = next(i for i in range(len(f.input_ids)) if f.input_ids[i:i + len(q_ids)] == q_ids)  # after [CLS]
+        words = [{**w, "side": 0} for w in self._join_words(
+            [(*q.offsets[i], q_ids[i], scores[at + i]) for i in range(len(q_ids))], question)]
+        words += [{**w, "side": 1} for w in self._join_words(
+            [(*o, f.input_ids[i], scores[i]) for i, o in enumerate(f.offsets) if o is not None], context)]
+        _scale(words)
+        return {**answer, "method": method, "words": words, **extra}
+
+    def _check_explain(self, method: str, steps: int, baseline: str, internal_batch: int) -> None:
+        if method not in self.EXPLAIN_METHODS:
+            raise ValueError(f"method {method!r}: choose one of {', '.join(self.EXPLAIN_METHODS)}")
+        if baseline not in self.IG_BASELINES or steps < 1 or internal_batch < 1:
+            raise ValueError(f"baseline {baseline!r} / steps {steps} / internal_batch {internal_batch}: a baseline "
+                             f"of {', '.join(self.IG_BASELINES)} and at least one step and one row per call")
+
+    def _words(self, enc, scores: list[float], texts: tuple[str, ...]) -> list[dict]:
+        """Per-piece scores summed over each word of the text(s) of `enc`; with two texts each word says its side."""
+        specials = (self.tok.cls_id, self.tok.sep_id, self.tok.pad_id)
+        out = []
+        for side, text in enumerate(texts):
+            pieces = [(a, b, tid, sc) for (a, b), sc, tid, s in zip(enc.offsets, scores, enc.ids, enc.sequence_ids)
+                      if s == side and tid not in specials]
+            out += [{**w, "side": side} if len(texts) > 1 else w for w in self._join_words(pieces, text)]
+        return out
+
+    def _join_words(self, pieces: list[tuple[int, int, int, float]], text: str) -> list[dict]:
+        """(start, end, token id, score) of pieces in text order -> words: continuation pieces (WordPiece `##`, BPE
+        without `Ġ`, Unigram without `▁`) summed into their word."""
+        continues = self.tok.continuation_mask()
+        words: list[dict] = []
+        for a, b, tid, sc in pieces:
+            if a == b:
                 continue
             # byte-level pieces of one character share its offsets (a < end): still the same word
             if words and continues[tid] and a <= words[-1]["end"]:
                 words[-1]["end"], words[-1]["score"] = max(b, words[-1]["end"]), words[-1]["score"] + sc
             else:
                 words.append({"start": a, "end": b, "score": sc})
-        sentences, cursor = [], 0
-        for sent in split_sentences(text) or [text]:
-            a = text.find(sent, cursor)
-            a = cursor if a < 0 else a
-            cursor = b = a + len(sent)
-            sentences.append({"text": sent, "start": a, "end": b,
-                              "score": sum(w["score"] for w in words if a <= w["start"] < b)})
-        for group in (words, sentences):
-            peak = max((abs(x["score"]) for x in group), default=0.0) or 1.0  # IG's scores are signed
-            for x in group:
-                x["score"] = x["score"] / peak
         for w in words:
             w["text"] = text[w["start"]:w["end"]]
-        return {"label": names[target], "probs": dict(zip(names, probs)), "method": method,
-                "words": words, "sentences": sentences, **extra,
-                **({"truncated": True} if len(enc) == self.max_length else {})}
+        return words
 
-    def _gradient_x_input(self, model, ids, types, label, names) -> tuple[torch.Tensor, int, list[float], dict]:
+    def _attribute(self, model, ids, types, objective: Callable, method: str, steps: int, baseline: str,
+                   internal_batch: int) -> tuple[list[float], dict]:
+        """(one score per piece, what the method reports besides) for the scalar `objective(output)` (one value
+        per row of a batch of the input, or of points on the integration path)."""
+        if method == "integrated gradients":
+            return self._integrated_gradients(model, ids, types, objective, steps, baseline, internal_batch)
+        return self._gradient_x_input(model, ids, types, objective), {}
+
+    def _gradient_x_input(self, model, ids, types, objective: Callable) -> list[float]:
         captured = {}
 
         def keep(module, args, out):  # returns None: the output is unchanged
@@ -465,18 +534,16 @@ class Predictor:
         hook = model.bert.embeddings.word_embeddings.register_forward_hook(keep)
         try:
             with evaluating(model), torch.enable_grad():
-                logits = model(ids, torch.ones_like(ids), types).logits[0]
-                target = names.index(label) if label is not None else int(logits.argmax())
-                logits[target].backward()
+                objective(model(ids, torch.ones_like(ids), types)).sum().backward()
         finally:
             hook.remove()
             model.zero_grad(set_to_none=True)
         emb = captured["emb"]
         # one score per piece: the L1 norm of gradient x input (its sign over the hidden size is not meaningful)
-        return logits.detach(), target, (emb.grad * emb).abs().sum(-1)[0].detach().tolist(), {}
+        return (emb.grad * emb).abs().sum(-1)[0].detach().tolist()
 
-    def _integrated_gradients(self, model, ids, types, label, names, steps: int, baseline: str,
-                              internal_batch: int) -> tuple[torch.Tensor, int, list[float], dict]:
+    def _integrated_gradients(self, model, ids, types, objective: Callable, steps: int, baseline: str,
+                              internal_batch: int) -> tuple[list[float], dict]:
         words = model.bert.embeddings.word_embeddings
         keep = torch.tensor([[t in (self.tok.cls_id, self.tok.sep_id) for t in ids[0].tolist()]])
         with torch.no_grad():
@@ -493,10 +560,9 @@ class Predictor:
 
         hook = words.register_forward_hook(replace)
         try:
-            with evaluating(model), torch.no_grad():  # the two ends, for the label and the completeness check
+            with evaluating(model), torch.no_grad():  # the two ends, for the completeness check
                 path["points"] = torch.cat([x, base])
-                ends = model(ids.expand(2, -1), torch.ones_like(ids).expand(2, -1), types.expand(2, -1)).logits
-            target = names.index(label) if label is not None else int(ends[0].argmax())
+                ends = objective(model(ids.expand(2, -1), torch.ones_like(ids).expand(2, -1), types.expand(2, -1)))
             alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps  # midpoints of the Riemann sum
             total = torch.zeros_like(x[0])
             with evaluating(model), torch.enable_grad():
@@ -504,15 +570,15 @@ class Predictor:
                     points = (base + chunk[:, None, None] * (x - base)).requires_grad_(True)
                     path["points"] = points
                     n = len(chunk)
-                    out = model(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), types.expand(n, -1)).logits
-                    total += torch.autograd.grad(out[:, target].sum(), points)[0].sum(0)
+                    out = model(ids.expand(n, -1), torch.ones_like(ids).expand(n, -1), types.expand(n, -1))
+                    total += torch.autograd.grad(objective(out).sum(), points)[0].sum(0)
         finally:
             hook.remove()
             model.zero_grad(set_to_none=True)
         attributions = ((x - base)[0] * total / steps).sum(-1)  # (T,) signed
-        difference = float(ends[0, target] - ends[1, target])
+        difference = float(ends[0] - ends[1])
         delta = float(attributions.sum()) - difference
-        return ends[0], target, attributions.tolist(), {
+        return attributions.tolist(), {
             "steps": steps, "baseline": baseline, "difference": difference, "delta": delta,
             "delta_share": abs(delta) / abs(difference) if difference else float("inf")}
 

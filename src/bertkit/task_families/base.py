@@ -205,3 +205,41 @@ def summarize_call(body: dict, settings) -> Call:
 
     return Call("embed", sentences, [f"sentences[{i}]" if text is None else f"text (sentence {i})"
                                      for i in range(len(sentences))], finish, {"normalize": True})
+
+
+# ---- explanations over HTTP (classification, QA answers) --------------------------------------------------------------
+EXPLAIN_SCHEMA = {
+    "explain": {"type": "boolean", "description": "which words drove the answer"},
+    "method": {"type": "string", "enum": ["gradient x input", "integrated gradients"]},
+    "steps": {"type": "integer", "minimum": 1, "maximum": 128, "description": "integrated gradients' steps"},
+    "baseline": {"type": "string", "enum": ["pad", "mask", "zero"]}}
+
+
+def read_explain(body: dict, family: Family, predictor) -> dict | None:
+    """The explanation a body asks for (`explain`, and `method`, `steps`, `baseline`), or None; BadRequest naming
+    the field."""
+    from bertkit.serve.inputs import BadRequest, read_int
+
+    explain = body.get("explain", False)
+    if not isinstance(explain, bool):
+        raise BadRequest(400, "explain: expected true or false")
+    if not explain:
+        return None
+    if not predictor.has_float_model():
+        raise BadRequest(400, "explain: needs the float PyTorch model (this one is an int8 directory)")
+    method = body.get("method", "gradient x input")
+    if method not in predictor.EXPLAIN_METHODS:
+        raise BadRequest(400, f"method: choose one of {', '.join(predictor.EXPLAIN_METHODS)}")
+    baseline = body.get("baseline", "pad")
+    if baseline not in predictor.IG_BASELINES:
+        raise BadRequest(400, f"baseline: choose one of {', '.join(predictor.IG_BASELINES)}")
+    steps = read_int(body, "steps", 32, 1, 128, "at most 128 (each step is a forward and a backward pass)")
+    return {"method": method, "steps": steps, "baseline": baseline}
+
+
+def explain_factor(explain: dict) -> tuple[int, str]:
+    """(model passes an explanation costs, in forward-pass equivalents: a backward pass is ~2 forwards; how)."""
+    if explain["method"] == "integrated gradients":  # the two ends, then a forward and a backward per step
+        n = 2 + 3 * explain["steps"]
+        return n, f"x{n} for integrated gradients with {explain['steps']} steps"
+    return 3, "x3 to explain"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from bertkit.task_families.base import MODEL, PAIRS, TEXTS, Call, Family, texts_call, window_cost
-
-EXPLAIN_COST = 3  # an explanation runs a forward and a backward pass: ~3x the tokens' forward cost
+from bertkit.task_families.base import (EXPLAIN_SCHEMA, MODEL, PAIRS, TEXTS, Call, Family, explain_factor,
+                                        read_explain, texts_call, window_cost)
 
 
 class Classification(Family):
@@ -77,10 +76,10 @@ class Classification(Family):
     def schema(self, endpoint):
         if endpoint != "classify":
             return super().schema(endpoint)
-        return ({"type": "object", "properties": {"texts": TEXTS, "pairs": PAIRS, "model": MODEL,
-                                                  "explain": {"type": "boolean"}},
-                 "description": "texts, or pairs for a sentence-pair model; explain: word and sentence importance "
-                                "(gradient x input) with each answer"},
+        return ({"type": "object", "properties": {"texts": TEXTS, "pairs": PAIRS, "model": MODEL, **EXPLAIN_SCHEMA},
+                 "description": "texts, or pairs for a sentence-pair model; explain: word (and, for one text, "
+                                "sentence) importance with each answer, by gradient x input or integrated "
+                                "gradients (each text read in its first window)"},
                 "label and probabilities (or a score) for each text or pair")
 
     def explainable(self, predictor) -> bool:
@@ -89,30 +88,28 @@ class Classification(Family):
     def parse(self, endpoint, body, settings, predictor) -> Call:
         if endpoint != "classify":
             return super().parse(endpoint, body, settings, predictor)
-        from bertkit.serve.inputs import BadRequest, read_pairs, read_texts
+        from bertkit.serve.inputs import read_pairs, read_texts
 
+        explain = read_explain(body, self, predictor)
+        op = "explain" if explain else "classify"
         if "pairs" in body:
             a, b, cut = read_pairs(body, settings)
-            call = texts_call("classify", list(zip(a, b)), cut, {"pairs": True})
+            call = texts_call(op, list(zip(a, b)), cut, {"pairs": True, **({"explain": explain} if explain else {})})
             call.names = [f"pairs[{i}]" for i in range(len(a))]
             return call
         texts, cut = read_texts(body, "texts", settings)
-        explain = body.get("explain", False)
-        if not isinstance(explain, bool):
-            raise BadRequest(400, "explain: expected true or false")
-        if explain and not self.explainable(predictor):
-            raise BadRequest(400, "explain: needs the float PyTorch model (this one is an int8 directory)")
-        return texts_call("explain" if explain else "classify", texts, cut)
+        return texts_call(op, texts, cut, {"explain": explain} if explain else None)
 
     def cost(self, predictor, op, pieces, name, options=None):
         L, specials = predictor.max_length, predictor.tok.num_special_tokens(pair=len(pieces) == 2)
+        if op == "explain":  # the first window only
+            tokens = min(sum(pieces) + specials, L)
+            factor, how = explain_factor(options["explain"])
+            return factor * tokens, f"{tokens} tokens ({how}: {factor * tokens})"
         if len(pieces) == 2:  # pairs: truncated longest-first to the window
             na, nb = pieces
             return min(na + nb + specials, L), f"{na + nb + specials} tokens"
         n = pieces[0]
-        if op == "explain":  # the first window only, forward and backward
-            cost = EXPLAIN_COST * min(n + specials, L)
-            return cost, f"{min(n + specials, L)} tokens (x{EXPLAIN_COST} to explain: {cost})"
         if op != "classify":
             return super().cost(predictor, op, pieces, name, options)
         windows, cost = window_cost(n, L, specials)
@@ -126,7 +123,10 @@ class Classification(Family):
                 return predictor.classify([a for a, _ in items], [b for _, b in items])
             return predictor.classify(items)
         if op == "explain":
-            return [predictor.explain(t) for t in items]
+            how = options["explain"]
+            if options.get("pairs"):
+                return [predictor.explain(a, pair=b, **how) for a, b in items]
+            return [predictor.explain(t, **how) for t in items]
         return super().run(predictor, op, items, options)
 
 

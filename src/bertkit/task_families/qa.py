@@ -3,7 +3,7 @@ long contexts; the answer with character offsets in the context."""
 
 from __future__ import annotations
 
-from bertkit.task_families.base import MODEL, Call, Family
+from bertkit.task_families.base import EXPLAIN_SCHEMA, MODEL, Call, Family, explain_factor, read_explain
 
 
 class QuestionAnswering(Family):
@@ -63,7 +63,7 @@ class QuestionAnswering(Family):
                                                   "context": {"type": "string", "minLength": 1},
                                                   "alternatives": {"type": "integer", "minimum": 0, "maximum": 20,
                                                                    "description": "the next best spans too"},
-                                                  "model": MODEL},
+                                                  "model": MODEL, **EXPLAIN_SCHEMA},
                  "required": ["question", "context"]},
                 "the answer span of the context, with character offsets")
 
@@ -75,9 +75,11 @@ class QuestionAnswering(Family):
         (q, c1), (ctx, c2) = (check_text(body.get("question"), "question", settings),
                               check_text(body.get("context"), "context", settings))
         alternatives = read_int(body, "alternatives", 0, 0, 20, "at most 20")
+        explain = read_explain(body, self, predictor)
+        options = {**({"alternatives": alternatives} if alternatives else {}),
+                   **({"explain": explain} if explain else {})}
         return Call("answer", [(q, ctx)], ["question + context"],
-                    lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})},
-                    {"alternatives": alternatives} if alternatives else None)
+                    lambda results: {**results[0], **({"truncated": True} if c1 or c2 else {})}, options or None)
 
     def cost(self, predictor, op, pieces, name, options=None):
         if op != "answer":
@@ -91,15 +93,24 @@ class QuestionAnswering(Family):
         specials = predictor.tok.num_special_tokens(pair=True)
         spans = windows(nb, max(qa_len - q - specials, 1), qa.doc_stride)
         cost = sum(length + q + specials for _, length in spans)
-        return cost, f"{na} + {nb} tokens, read as {len(spans)} window(s) of up to {qa_len}: {cost} tokens"
+        what = f"{na} + {nb} tokens, read as {len(spans)} window(s) of up to {qa_len}: {cost} tokens"
+        if (options or {}).get("explain"):  # and the window that holds the answer, explained
+            factor, how = explain_factor(options["explain"])
+            cost += factor * max(length + q + specials for _, length in spans)
+            what += f", + the answer's window {how}: {cost} tokens"
+        return cost, what
 
     def side_names(self, op, name) -> tuple[str, str]:
         return ("question", "context") if op == "answer" else super().side_names(op, name)
 
     def run(self, predictor, op, items, options):
         if op == "answer":
-            return predictor.answer([q for q, _ in items], [c for _, c in items],
-                                    alternatives=options.get("alternatives", 0))
+            answers = predictor.answer([q for q, _ in items], [c for _, c in items],
+                                       alternatives=options.get("alternatives", 0))
+            if options.get("explain"):
+                return [{**a, **{k: v for k, v in predictor.explain_answer(q, c, answer=a, **options["explain"]).items()
+                                 if k not in a}} for a, (q, c) in zip(answers, items)]
+            return answers
         return super().run(predictor, op, items, options)
 
 
