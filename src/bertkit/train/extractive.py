@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer, pick
 from bertkit.data.pretraining import Schedule
 from bertkit.io import atomic_write_text, prepare_output_dir
-from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
+from bertkit.train.loop import (RUN_SETTINGS, TrainConfig, refuse_changed_config, require, require_batch_split,
+                               train)
 
 
 @dataclass
@@ -142,13 +143,7 @@ class ExtractiveTrainConfig:
         if self.rouge_tokens not in ("rouge-score", "unicode"):
             raise ValueError(f"--rouge-tokens {self.rouge_tokens}: choose rouge-score or unicode")
         self.train.validate()
-        if self.batch_size % self.train.grad_accum:
-            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
-                             f"{self.train.grad_accum}")
-
-
-RESUME_MAY_CHANGE = {"out", "train.threads", "train.device", "train.save_every", "train.log_every",
-                     "train.keep_checkpoints"}
+        require_batch_split(self.batch_size, self.train.grad_accum)
 
 
 def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: bool = False,
@@ -164,7 +159,7 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
                                 resume=resume, overwrite=overwrite)
     cfg.train.run_id = target.run_id
     if target.resuming:
-        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RESUME_MAY_CHANGE)
+        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RUN_SETTINGS)
     config_text = json.dumps(asdict(cfg), indent=2) + "\n"
     torch.manual_seed(cfg.train.seed)
     scorer = ExtractiveScorer.from_pretrained(cfg.model, cfg.scorer)

@@ -121,6 +121,17 @@ def refuse_changed_config(path: Path, now: dict, may_change: set[str], added: di
         raise ValueError(f"{path}: --resume with a different config ({diffs}); use the same flags, or a new --out")
 
 
+# how a recipe's run is carried out, not what it computes: free to change on --resume (`refuse_changed_config`)
+RUN_SETTINGS = frozenset({"out", "train.threads", "train.device", "train.save_every", "train.log_every",
+                          "train.keep_checkpoints"})
+
+
+def require_batch_split(batch_size: int, grad_accum: int) -> None:
+    """A global batch that splits evenly into `grad_accum` micro-batches."""
+    if batch_size % grad_accum:
+        raise ValueError(f"--batch-size {batch_size} is not a multiple of --grad-accum {grad_accum}")
+
+
 def require(name: str, value, minimum: float, above: bool = False, maximum: float | None = None,
             below: bool = False) -> None:
     """`value` within [minimum, maximum] (open ends with `above` / `below`), else a one-line ValueError naming the

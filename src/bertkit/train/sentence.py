@@ -42,7 +42,8 @@ from bertkit.data.pairs import PairSet, for_loss, read_pairs
 from bertkit.data.pretraining import Schedule
 from bertkit.io import atomic_write_text, prepare_output_dir
 from bertkit.metrics import pearson, spearman
-from bertkit.train.loop import TrainConfig, refuse_changed_config, require, train
+from bertkit.train.loop import (RUN_SETTINGS, TrainConfig, refuse_changed_config, require, require_batch_split,
+                               train)
 
 LOSSES = ("softmax", "cosine", "cosent", "mnrl", "mnrl-symmetric", "mse")
 CLASSIFIER_FILE = "softmax_classifier.safetensors"
@@ -265,13 +266,7 @@ class SbertConfig:
         require("scale", self.scale, 0, above=True)
         require("max_train_rows", self.max_train_rows, 0)
         self.train.validate()
-        if self.batch_size % self.train.grad_accum:
-            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
-                             f"{self.train.grad_accum}")
-
-
-RESUME_MAY_CHANGE = {"out", "train.threads", "train.device", "train.save_every", "train.log_every",
-                     "train.keep_checkpoints"}
+        require_batch_split(self.batch_size, self.train.grad_accum)
 
 
 def teacher_targets(teacher_dir: str, rows: PairSet, student_dim: int, batch_size: int = 64) -> np.ndarray:
@@ -291,7 +286,7 @@ def run_sbert(cfg: SbertConfig, resume: bool = False, overwrite: bool = False, s
                                 overwrite=overwrite)
     cfg.train.run_id = target.run_id
     if target.resuming:
-        refuse_changed_config(target.path / "sbert_config.json", asdict(cfg), RESUME_MAY_CHANGE)
+        refuse_changed_config(target.path / "sbert_config.json", asdict(cfg), RUN_SETTINGS)
     config_text = json.dumps(asdict(cfg), indent=2) + "\n"
     data_dir = cfg.data_dir or None
     rows = for_loss(read_pairs(cfg.train_data, "train", data_dir), cfg.loss, cfg.mnrl_threshold)
