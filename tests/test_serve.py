@@ -394,6 +394,26 @@ def test_page_marks_the_summary_sentences_in_the_article(server):
     assert html.unescape(re.sub(r"</?mark[^>]*>", "", article)) == text and "<b>" not in article
 
 
+@pytest.mark.parametrize("body, status, needle", [
+    ({"text": "   "}, 400, "text: empty text"),
+    ({"sentences": []}, 400, "sentences: expected a non-empty list"),
+    ({"sentences": ["fine", ""]}, 400, "sentences[1]: empty text"),
+    ({"sentences": "one string"}, 400, "sentences: expected a non-empty list"),
+    ({}, 400, "text: missing (or give sentences)"),
+    ({"text": "One. Two.", "k": 0}, 400, "k: 0, must be at least 1"),
+    ({"text": "One. Two.", "method": "oracle"}, 400, "method: choose one of centrality, centroid, lead, textrank"),
+    ({"sentences": ["a sentence"] * 9}, 413, "sentences: 9 sentences, limit 8 per request"),
+])
+def test_summarize_bad_input_is_a_4xx_naming_the_field(server, body, status, needle):
+    got, out, _ = server.post("/v1/summarize", body)
+    assert got == status and needle in out["error"], out
+
+
+def test_a_one_sentence_article_is_its_own_summary(server):
+    status, out, _ = server.post("/v1/summarize", {"text": "Only this sentence.", "k": 3})
+    assert status == 200 and out["summary_sentences"] == [0] and out["summary"] == "Only this sentence."
+
+
 def test_page_suggests_words_and_checks_a_selected_one(server):
     import html
     import re
