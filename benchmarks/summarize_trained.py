@@ -76,9 +76,11 @@ def korean_folds(args) -> dict:
     out = {}
     for label, by in picks.items():
         for m, rows in by.items():
-            out.setdefault(label, {})[m] = {x: 100 * statistics.mean(r[x] for r in rows) for x in ("p", "r", "f")}
-            print(f"Korean, {label}: {m:9s} sentence P / R / F1 {out[label][m]['p']:.1f} / {out[label][m]['r']:.1f} "
-                  f"/ {out[label][m]['f']:.1f}")
+            out.setdefault(label, {})[m] = {x: 100 * statistics.mean(r[x] for r in rows)
+                                            for x in ("precision", "recall", "f")}
+            row = out[label][m]
+            print(f"Korean, {label}: {m:9s} sentence P / R / F1 {row['precision']:.1f} / {row['recall']:.1f} / "
+                  f"{row['f']:.1f}")
     return out
 
 
