@@ -288,3 +288,29 @@ def test_http_suggest_bad_input_is_a_4xx_naming_the_field(server, body, status, 
 
     got, out, _ = server.post("/v1/suggest", body)
     assert got == status and re.search(message, out["error"]), out
+
+
+@pytest.mark.parametrize("item", [
+    {"text": "the cat [MASK] on the mat ."},
+    {"text": "the [MASK] sat on the [MASK] .", "top_k": 7},
+    {"text": "[MASK] [MASK] [MASK] dog ."},
+    {"text": "the [MASK] sat .", "targets": ["cat", "dogs", "playing"]},
+    {"text": "the cat sat on the mat .", "start": 8, "end": 11, "flag_rank": 12},
+])
+def test_the_admission_charge_bounds_the_rows_the_search_reads(predictor, item):
+    """`plan` is what the HTTP service charges before running: it must never be below what `answer` reads."""
+    sug = Suggester(predictor, SuggestSettings(max_pieces=3))
+    rows_bound, width = sug.plan(item)
+    seen = []
+    real = predictor.masked_log_probs
+
+    def counting(rows, *args, **kw):
+        seen.extend(len(r[0]) for r in rows)
+        return real(rows, *args, **kw)
+
+    predictor.masked_log_probs = counting
+    try:
+        sug.answer(item)
+    finally:
+        del predictor.masked_log_probs
+    assert 0 < len(seen) <= rows_bound and max(seen) <= width
