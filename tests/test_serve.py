@@ -409,6 +409,19 @@ def test_summarize_bad_input_is_a_4xx_naming_the_field(server, body, status, nee
     assert got == status and needle in out["error"], out
 
 
+def test_http_summaries_are_the_librarys(server):
+    from bertkit.apps.summarize import split_text, summarize
+
+    text = ("The council approved the budget. Roads will be repaired this summer. The vote was close. "
+            "Critics said taxes rise. The mayor welcomed it.")
+    sentences = split_text(text)
+    encoder = server.app_predictors["encoder"]
+    for method in ("centrality", "centroid", "textrank", "lead"):
+        status, out, _ = server.post("/v1/summarize", {"text": text, "k": 2, "method": method, "model": "encoder"})
+        assert status == 200 and out["sentences"] == sentences
+        assert out["summary_sentences"] == summarize(sentences, 2, method, vectors=encoder.embed(sentences))
+
+
 def test_a_one_sentence_article_is_its_own_summary(server):
     status, out, _ = server.post("/v1/summarize", {"text": "Only this sentence.", "k": 3})
     assert status == 200 and out["summary_sentences"] == [0] and out["summary"] == "Only this sentence."
