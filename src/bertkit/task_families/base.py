@@ -168,7 +168,6 @@ def texts_call(op: str, texts: list[str], cut: list[bool], options: dict | None 
                                              for r, c in zip(results, cut)]}, options)
 
 
-
 def summarize_call(body: dict, settings) -> Call:
     """/v1/summarize: the article's sentences embedded as one call of the model, then chosen (`apps.summarize`)."""
     from bertkit.apps.summarize import MAX_SENTENCES, sentence_offsets, split_text, summarize
@@ -215,7 +214,7 @@ EXPLAIN_SCHEMA = {
     "baseline": {"type": "string", "enum": ["pad", "mask", "zero"]}}
 
 
-def read_explain(body: dict, family: Family, predictor) -> dict | None:
+def read_explain(body: dict, predictor) -> dict | None:
     """The explanation a body asks for (`explain`, and `method`, `steps`, `baseline`), or None; BadRequest naming
     the field."""
     from bertkit.serve.inputs import BadRequest, read_int

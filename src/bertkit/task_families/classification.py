@@ -82,15 +82,12 @@ class Classification(Family):
                                 "gradients (each text read in its first window)"},
                 "label and probabilities (or a score) for each text or pair")
 
-    def explainable(self, predictor) -> bool:
-        return self.explains and predictor.has_float_model()
-
     def parse(self, endpoint, body, settings, predictor) -> Call:
         if endpoint != "classify":
             return super().parse(endpoint, body, settings, predictor)
         from bertkit.serve.inputs import read_pairs, read_texts
 
-        explain = read_explain(body, self, predictor)
+        explain = read_explain(body, predictor)
         op = "explain" if explain else "classify"
         if "pairs" in body:
             a, b, cut = read_pairs(body, settings)

@@ -75,7 +75,7 @@ class QuestionAnswering(Family):
         (q, c1), (ctx, c2) = (check_text(body.get("question"), "question", settings),
                               check_text(body.get("context"), "context", settings))
         alternatives = read_int(body, "alternatives", 0, 0, 20, "at most 20")
-        explain = read_explain(body, self, predictor)
+        explain = read_explain(body, predictor)
         options = {**({"alternatives": alternatives} if alternatives else {}),
                    **({"explain": explain} if explain else {})}
         return Call("answer", [(q, ctx)], ["question + context"],
