@@ -3,6 +3,8 @@ method's choice on texts whose answer is known; bad input named."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,21 @@ def test_summarize_bad_lines_are_named_and_nothing_is_written(tmp_path, capsys, 
     assert main(["summarize", "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--method", "lead"]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_articles_embedded_together_pick_what_each_alone_picks(minilm_dir, tmp_path, monkeypatch):
+    """The file job embeds the sentences of many articles in one call (chunks of CHUNK_SENTENCES): each article's
+    summary is still the one its own vectors give."""
+    import bertkit.apps.summarize as S
+    from bertkit.infer.predictor import Predictor
+
+    texts = [ARTICLE, "Short one. It has two sentences.", "Markets fell. Banks rose. Oil was flat. Gold gained. "
+             "Traders waited for the bank. The bank said nothing."]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts * 3), encoding="utf-8")
+    monkeypatch.setattr(S, "CHUNK_SENTENCES", 7)  # chunks end inside the file, not only at its end
+    assert S.summarize_file(str(minilm_dir), str(src), str(tmp_path / "out.jsonl"), k=2) == 9
+    p = Predictor.from_pretrained(minilm_dir)
+    for line, text in zip((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines(), texts * 3):
+        sentences = S.split_text(text)
+        assert json.loads(line)["summary_sentences"] == S.summarize(sentences, 2, vectors=p.embed(sentences))

@@ -205,6 +205,7 @@ def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", 
 
 # ---- the file job (`bertkit summarize`) ------------------------------------------------------------------------------
 MAX_SENTENCES = 2000  # sentences of one article at most: the graph is n x n
+CHUNK_SENTENCES = 512  # articles are read until this many sentences, then embedded in one call (memory bounded)
 
 
 def _article(item, path: str, lineno: int) -> tuple[list[str], str | None]:
@@ -267,20 +268,35 @@ def summarize_file(model: str | None, input: str, output: str, k: int = 3, metho
         from bertkit.infer.predictor import Predictor, PredictorSettings
 
         predictor = Predictor.from_pretrained(model, PredictorSettings(threads=threads, backend=backend))
-    n = 0
+    def flush(chunk: list, out) -> None:
+        """One model call for the sentences of every article of the chunk (the Predictor batches them by length)."""
+        every = [s for _, sentences, _ in chunk for s in sentences]
+        vectors = predictor.embed(every) if predictor is not None else None
+        scores = scorer.scores([sentences for _, sentences, _ in chunk]) if scorer is not None else None
+        at = 0
+        for j, (item, sentences, reference) in enumerate(chunk):
+            mine = vectors[at:at + len(sentences)] if vectors is not None else None
+            at += len(sentences)
+            chosen = summarize(sentences, k, method, vectors=mine, reference=reference, lexical=lexical, mmr=mmr,
+                               scores=scores[j] if scores is not None else None)
+            item.update(summary_sentences=chosen, sentences=sentences,
+                        summary=" ".join(sentences[i] for i in chosen))
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+    n, chunk = 0, []
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
             tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:
         for lineno, item in read_json_lines(input, max_chars, "an article is summarized whole", skip_empty=True):
             sentences, reference = _article(item, input, lineno)
             if method == "oracle" and reference is None:
                 raise ValueError(f"{input}: line {lineno}: --method oracle needs a field 'reference'")
-            vectors = predictor.embed(sentences) if predictor is not None else None
-            scores = scorer.scores([sentences])[0] if scorer is not None else None
-            chosen = summarize(sentences, k, method, vectors=vectors, reference=reference, lexical=lexical, mmr=mmr,
-                               scores=scores)
-            item.update(summary_sentences=chosen, sentences=sentences,
-                        summary=" ".join(sentences[i] for i in chosen))
-            out.write(json.dumps(item, ensure_ascii=False) + "\n")
-            n += 1
-            bar.update(1)
+            chunk.append((item, sentences, reference))
+            if sum(len(c[1]) for c in chunk) >= CHUNK_SENTENCES:
+                flush(chunk, out)
+                bar.update(len(chunk))
+                n, chunk = n + len(chunk), []
+        if chunk:
+            flush(chunk, out)
+            bar.update(len(chunk))
+            n += len(chunk)
     return n
