@@ -10,6 +10,8 @@ segments, XLM-RoBERTa), on a tiny random model and a tokenizer learned here from
 
 from __future__ import annotations
 
+import math
+
 import json
 import random
 import re
@@ -294,6 +296,11 @@ def test_predictor_tags_answers_fills_and_embeds_in_every_family(name, saved, tm
     scored = suggester.suggest(f"the movie was {mask} fun", targets=[s["words"][0] for s in got])["suggestions"]
     assert {s["words"][0]: s["score"] for s in scored} == pytest.approx({s["words"][0]: s["score"] for s in got},
                                                                         abs=1e-3)
+    if tok.word_markers()[1] == "Ġ":  # byte-level BPE: a text's first word has no space before it
+        first = Suggester(p, SuggestSettings(max_pieces=1, beam=64, top_k=64)).suggest(f"{mask} movie was fun")
+        pieces = p.fill_mask([f"{mask} movie was fun"], top_k=tok.vocab_size)[0]["masks"][0]
+        bare = {tok.piece_text(x["token"]): math.log(x["score"]) for x in pieces if not x["token"].startswith("Ġ")}
+        assert any(abs(bare.get(s["words"][0], 1.0) - s["score"]) < 1e-3 for s in first["suggestions"])
     p = Predictor.from_pretrained(saved[name], settings)
     # embeddings of the task model's encoder
     vectors = p.embed(["a fine film", "나쁜 영화"], normalize=True)

@@ -519,7 +519,7 @@ class Tokenizer:
         """(vocab_size,) bool: True for pieces that continue a word (whole-word masking). WordPiece: `##` pieces;
         byte-level BPE: pieces not starting with `Ġ` (the space before a word); Unigram: pieces not starting
         with `▁`. Special and added tokens never continue a word."""
-        prefix, start = self._word_markers()
+        prefix, start = self.word_markers()
         mask = np.zeros(self.vocab_size, dtype=bool)
         for token, i in self.vocab.items():
             mask[i] = token.startswith(prefix) if prefix else not token.startswith(start)
@@ -540,7 +540,7 @@ class Tokenizer:
         _check_text(text, "text")
         return self._engine.encode(text, add_special_tokens=False).ids
 
-    def _word_markers(self) -> tuple[str | None, str | None]:
+    def word_markers(self) -> tuple[str | None, str | None]:
         """(continuation prefix, word-start mark): one of them says where words begin in this vocabulary."""
         prefix = getattr(self._engine.model, "continuing_subword_prefix", None)
         if prefix:
@@ -556,7 +556,7 @@ class Tokenizer:
 
     def piece_text(self, token: str) -> str:
         """A vocabulary piece as the text it stands for, without its word mark (`##`, `Ġ`/byte-level, `▁`)."""
-        prefix, start = self._word_markers()
+        prefix, start = self.word_markers()
         if prefix:
             return token.removeprefix(prefix)
         if start == "Ġ":

@@ -65,6 +65,10 @@ class Suggester:
         continues = self.tok.continuation_mask() if settings.whole_words else np.zeros_like(specials)
         self.allowed_start = torch.from_numpy(~specials & ~continues)
         self.allowed_next = torch.from_numpy(~specials & continues)
+        # byte-level BPE marks a word start by the space before it: the first word of a text has none, so there
+        # a word may start with any piece
+        self.first_any = settings.whole_words and self.tok.word_markers()[1] == "Ġ"
+        self.allowed_first = torch.from_numpy(~specials) if self.first_any else self.allowed_start
         # the room a text has for its words: the window less the template's specials
         self.room = predictor.max_length - self.tok.num_special_tokens()
 
@@ -81,14 +85,15 @@ class Suggester:
     # ---- the model -----------------------------------------------------------------------------------------------
     def _read(self, rows: list[list[int]], width: int, target_ids: tuple[int, ...] = ()) -> list:
         """For each row (pieces without specials), per mask in order: (the `width` best word-start pieces, the
-        `width` best continuation pieces, the log-probabilities of `target_ids`), each as (ids, log-probs) lists."""
+        `width` best continuation pieces, the `width` best pieces that may begin a text's first word, the
+        log-probabilities of `target_ids`), the first three as (ids, log-probs) lists."""
         targets = torch.tensor(target_ids, dtype=torch.long)
 
         def reduce(lp):
             out = []
             for row in lp:
                 best = []
-                for allowed in (self.allowed_start, self.allowed_next):
+                for allowed in (self.allowed_start, self.allowed_next, self.allowed_first):
                     k = min(width, int(allowed.sum()))
                     v, i = row.masked_fill(~allowed, -math.inf).topk(k) if k else (row[:0], targets[:0])
                     best.append((i.tolist(), v.tolist()))
@@ -128,7 +133,7 @@ class Suggester:
             rows = [h.ids[:pos] + pieces + [self.mask] * (n - len(pieces)) + h.ids[pos + 1:] for n, pieces, _ in partial]
             grown: dict[int, list] = {}
             for (n, pieces, base), masks in zip(partial, self._read(rows, width)):
-                ids, lps = masks[here][0] if not pieces else masks[here][1]
+                ids, lps = masks[here][1] if pieces else masks[here][2 if at_start else 0]
                 for t, lp in zip(ids, lps):
                     word = pieces + [t]
                     if len(word) < n:
@@ -154,7 +159,7 @@ class Suggester:
         column = {p: i for i, p in enumerate(wanted)}
         out = [0.0] * len(targets)
         for (t, piece), masks in zip(owner, self._read(rows, 1, wanted)):
-            out[t] += masks[here][2][column[piece]]
+            out[t] += masks[here][3][column[piece]]
         return out
 
     # ---- texts -------------------------------------------------------------------------------------------------
@@ -201,7 +206,8 @@ class Suggester:
     def _next_slot(self, h: _Hypothesis) -> int:
         """Best-first: the open mask whose best word-start piece is the most likely."""
         masks = self._read([h.ids], 1)[0]
-        best = max(range(len(h.open)), key=lambda m: masks[m][0][1][0] if masks[m][0][1] else -math.inf)
+        best = max(range(len(h.open)), key=lambda m: masks[m][2 if h.open[m] == 0 else 0][1][0]
+                   if masks[m][0][1] else -math.inf)
         return h.slots.index(h.open[best])
 
     @staticmethod
