@@ -10,9 +10,8 @@ segments, XLM-RoBERTa), on a tiny random model and a tokenizer learned here from
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import random
 import re
 
