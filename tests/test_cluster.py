@@ -272,3 +272,18 @@ def test_bbc_articles_default_pipeline_meets_the_goals(minilm_dir):
     assert found.noise_share <= 0.30 and found.n_clusters == 5
     assert scores(found.hdbscan_labels, gold)["ari"] >= 0.6
     assert scores(found.assigned_labels, gold)["ari"] >= 0.75
+
+
+def test_cli_clusters_in_bf16_as_in_fp32(tmp_path, minilm_dir, monkeypatch, capsys):
+    openvino = pytest.importorskip("openvino")
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    rows = [{"text": t, "topic": topic} for topic, texts in TOPICS.items() for t in texts]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    args = ["cluster", "--model", str(minilm_dir), "--input", str(src), "--labels", "topic", "--min-cluster-size", "5"]
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert main(args + ["--output", str(tmp_path / "b.jsonl"), "--bf16"]) == 2
+        return
+    assert main(args + ["--output", str(tmp_path / "b.jsonl"), "--bf16"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["clusters"] == 3 and summary["scores"]["noise_assigned"]["ari"] == pytest.approx(1.0)

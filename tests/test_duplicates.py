@@ -310,3 +310,20 @@ def test_arguments_are_checked_before_any_work():
         iter_pairs(np.eye(3, dtype=np.float32), threshold=2.0)  # at the call, not at the first pair
     with pytest.raises(DuplicatesError, match="at least 1"):
         find_duplicates(None, ["a", "b"], vectors=np.eye(2, dtype=np.float32), top_k=0)
+
+
+def test_cli_in_bf16_finds_the_fp32_pairs(tmp_path, minilm_dir, monkeypatch):
+    """--bf16 (OpenVINO): the same exact repeats and near pairs as fp32 on these texts; an error naming bf16 where
+    the CPU has no bf16 instructions."""
+    openvino = pytest.importorskip("openvino")
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    paths = write_inputs(tmp_path)
+    args = ["duplicates", "--model", str(minilm_dir), "--input", paths["txt"]]
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert main(args + ["--output", str(tmp_path / "b.jsonl"), "--bf16"]) == 2
+        return
+    assert main(args + ["--output", str(tmp_path / "f.jsonl")]) == 0
+    assert main(args + ["--output", str(tmp_path / "b.jsonl"), "--bf16"]) == 0
+    pairs = [{(r["i"], r["j"]) for r in map(json.loads, (tmp_path / f"{x}.jsonl").read_text().splitlines())}
+             for x in ("f", "b")]
+    assert pairs[0] == pairs[1] and len(pairs[0]) >= 3

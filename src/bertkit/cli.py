@@ -712,7 +712,7 @@ BATCH_HELP = "texts per model call at most (default %(default)s)"
 MAX_TOKENS_HELP = ("tokens per model call at most: texts x the longest, padding included; short texts go in bigger "
                    "batches (default %(default)s; 0: --batch-size texts per call)")
 CLUSTER_PARAMS = ("text_field", "by", "labels", "min_cluster_size", "min_samples", "reduce", "assign_noise",
-                  "keywords", "batch_size", "max_tokens", "backend", "int8", "seed")
+                  "keywords", "batch_size", "max_tokens", "backend", "int8", "bf16", "seed")
 
 
 def add_cluster(c) -> None:
@@ -737,7 +737,7 @@ def add_cluster(c) -> None:
         "keywords": "c-TF-IDF keywords per cluster (default %(default)s)",
         "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
         "backend": BACKEND_HELP,
-        "int8": "dynamic int8 encoder (faster on CPU; the vectors drift a little, see RESULTS)",
+        "int8": "dynamic int8 encoder (faster on CPU; the vectors drift a little, see RESULTS)", "bf16": BF16_HELP,
         "seed": "PCA/UMAP random state"})
     c.add_argument("--plot", help="a PNG of the 2-D projection, coloured by cluster")
     c.add_argument("--html", help="a standalone HTML page: the projection (text on hover) and the clusters' keywords")
@@ -756,7 +756,8 @@ def run_cluster(args) -> None:
     print(json.dumps(summary, ensure_ascii=False))
 
 
-DUPLICATES_PARAMS = ("text_field", "threshold", "top_k", "batch_size", "max_tokens", "backend", "int8", "threads")
+DUPLICATES_PARAMS = ("text_field", "threshold", "top_k", "batch_size", "max_tokens", "backend", "int8", "bf16",
+                     "threads")
 
 
 def add_duplicates(d) -> None:
@@ -774,7 +775,7 @@ def add_duplicates(d) -> None:
                      f"--top-k is not given either)",
         "top_k": "keep each text's K most similar texts (with --threshold: those of them above it)",
         "batch_size": BATCH_HELP, "max_tokens": MAX_TOKENS_HELP,
-        "backend": BACKEND_HELP, "int8": "dynamic int8 Linear layers",
+        "backend": BACKEND_HELP, "int8": "dynamic int8 Linear layers", "bf16": BF16_HELP,
         "threads": "torch / ONNX Runtime threads (0: the library's choice)"})
 
 

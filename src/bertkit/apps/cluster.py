@@ -398,13 +398,14 @@ li {{margin: 2px 0}} .sw {{display: inline-block; width: 10px; height: 10px; mar
 
 # ---- the CLI job -------------------------------------------------------------------------------------------------
 def encode_texts(model: str | Path, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS,
-                 backend: str = "auto", int8: bool = False, threads: int = 0) -> np.ndarray:
+                 backend: str = "auto", int8: bool = False, threads: int = 0, bf16: bool = False) -> np.ndarray:
     """Unit sentence vectors through the Predictor with these settings (`bertkit.apps.sentence.encode_texts`)."""
     from bertkit.apps.sentence import encode_texts as encode
     from bertkit.apps.embed import predictor_settings
     from bertkit.infer.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(model, predictor_settings(batch_size, max_tokens, backend, int8, threads))
+    predictor = Predictor.from_pretrained(model, predictor_settings(batch_size, max_tokens, backend, int8, threads,
+                                                                    bf16))
     return encode(predictor, texts, batch_size, show_progress=sys.stderr.isatty())
 
 
@@ -423,8 +424,8 @@ def cluster_file(model: str | Path | None, input: str | Path, output: str | Path
                  by: str | None = None, labels: str | None = None, min_cluster_size: int = 15,
                  min_samples: int | None = 2, reduce: str = "pca", assign_noise: bool = False, keywords: int = 10,
                  plot: str | Path | None = None, html_path: str | Path | None = None, batch_size: int = BATCH_SIZE,
-                 max_tokens: int = MAX_TOKENS, backend: str = "auto", int8: bool = False, seed: int = 0,
-                 vectors: str | Path | None = None) -> dict:
+                 max_tokens: int = MAX_TOKENS, backend: str = "auto", int8: bool = False, bf16: bool = False,
+                 seed: int = 0, vectors: str | Path | None = None) -> dict:
     """`bertkit cluster`: read JSON lines, encode `text_field` with `model` (or read the rows of a `bertkit embed`
     `vectors` directory of the same file), cluster, write; a summary (with scores against the `labels` field,
     before and after noise assignment, when it is given)."""
@@ -440,7 +441,7 @@ def cluster_file(model: str | Path | None, input: str | Path, output: str | Path
     if vectors is not None:
         rows = read_vectors(vectors, len(texts))
     else:
-        rows = encode_texts(model, texts, batch_size, max_tokens, backend, int8)
+        rows = encode_texts(model, texts, batch_size, max_tokens, backend, int8, bf16=bf16)
     t1 = time.perf_counter()
     result = cluster(rows, texts, by=[r[by] for r in records] if by else None, min_cluster_size=min_cluster_size,
                      min_samples=min_samples, reduce=reduce, assign_noise=assign_noise, keywords=keywords, seed=seed)

@@ -334,7 +334,7 @@ def open_vectors_of(directory: str | Path, input: str | Path, text_field: str):
 def duplicates_file(model: str | Path | None, input: str | Path, output: str | Path, *, text_field: str = "text",
                     threshold: float | None = None, top_k: int | None = None, batch_size: int = BATCH_SIZE,
                     max_tokens: int = MAX_TOKENS, backend: str = "auto", int8: bool = False, threads: int = 0,
-                    vectors: str | Path | None = None) -> tuple[int, int, int]:
+                    bf16: bool = False, vectors: str | Path | None = None) -> tuple[int, int, int]:
     """`bertkit duplicates`: the pairs of `find_duplicates` over `input`'s texts, one JSON object a line
     `{"i", "j", "score", "exact"}` (i < j, 0-based positions in the input), exact repeats first, then near pairs
     as found; written beside `output` and renamed over it when complete. Neither `threshold` nor `top_k`:
@@ -352,7 +352,7 @@ def duplicates_file(model: str | Path | None, input: str | Path, output: str | P
         raise InputError("give --model (to embed the texts) or --vectors (what bertkit embed wrote), one of them")
     from bertkit.apps.embed import predictor_settings
 
-    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads)
+    settings = predictor_settings(batch_size, max_tokens, backend, int8, threads, bf16)
     if Path(output).resolve() == Path(input).resolve():
         raise InputError(f"--output {output} is the input file; write the pairs elsewhere")
     texts = read_texts(input, text_field)
