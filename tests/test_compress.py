@@ -505,6 +505,26 @@ def test_openvino_answers_threads_at_once(tmp_path, tok, cache):
         assert list(a.values()) == pytest.approx(list(b.values()), abs=1e-6)
 
 
+def test_openvino_keeps_compiled_models_in_bertkits_cache(tmp_path, tok, cache, monkeypatch):
+    """The second load of a model reads OpenVINO's compiled blob from bertkit's cache and answers the same; an
+    unwritable cache only means compiling again."""
+    pytest.importorskip("openvino")
+    from bertkit.infer import openvino_rt
+
+    tiny(BertForSequenceClassification, layers=2, num_labels=3).save_pretrained(tmp_path / "clf", tokenizer=tok)
+    first = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
+    blobs = list((cache.parent / "openvino").glob("*.blob"))
+    assert len(blobs) == 1
+    again = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
+    assert list((cache.parent / "openvino").glob("*.blob")) == blobs  # read, not compiled anew
+    texts = ["a fine film", "좋은 영화", "word " * 30]
+    for a, b in zip(first.classify(texts), again.classify(texts)):
+        assert list(a["probs"].values()) == pytest.approx(list(b["probs"].values()), abs=1e-6)
+    monkeypatch.setattr(openvino_rt, "compiled_cache", lambda: None)
+    plain = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
+    assert plain.classify(texts)[0]["label"] == first.classify(texts)[0]["label"]
+
+
 def test_predict_cli_on_openvino(tmp_path, tok, cache, caplog):
     pytest.importorskip("openvino")
     src = tmp_path / "clf"

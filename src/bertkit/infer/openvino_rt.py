@@ -17,12 +17,14 @@ identical batches; the ONNX file is already cached and needs no PyTorch model at
 comes from NNCF's post-training quantiser, which moved one MiniLM sentence vector to cosine 0.72 of fp32; int8 runs
 on ONNX Runtime or PyTorch.
 
-`OpenVinoModel` is a `GraphModel`, called like a bertkit model as `OnnxModel` is. An infer request serves one call at
+Compiled models are cached by OpenVINO itself under bertkit's cache (`compiled_cache`), so only the first load of a
+model with given options compiles. `OpenVinoModel` is a `GraphModel`, called like a bertkit model as `OnnxModel` is. An infer request serves one call at
 a time, so each thread gets its own (the HTTP service calls from several).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -38,6 +40,19 @@ def _require_openvino():
     except ImportError:
         raise ImportError("the OpenVINO backend needs openvino: pip install 'bertkit[openvino]'") from None
     return openvino
+
+
+def compiled_cache() -> Path | None:
+    """Where OpenVINO keeps compiled models (keyed by the model file and the compile options), under bertkit's
+    cache; None when that cannot be written (each load then compiles again)."""
+    from bertkit.infer.onnxrt import cache_dir
+
+    path = cache_dir() / "openvino"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
 
 
 class OpenVinoModel(GraphModel):
@@ -56,6 +71,9 @@ class OpenVinoModel(GraphModel):
         options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
+        blobs = compiled_cache()
+        if blobs is not None:  # OpenVINO's own model cache: a later load reads the compiled blob (~10x faster)
+            options["CACHE_DIR"] = str(blobs)
         try:
             self.compiled = core.compile_model(str(path), "CPU", options)
         except Exception as e:  # OpenVINO's errors name neither the file nor what to do
