@@ -50,7 +50,7 @@ def _flag(parser, name: str, annotation, default, help: str | None, keep_default
     if isinstance(default, bool) and not default:
         parser.add_argument(flag, dest=name, action="store_true", help=help, **extra)
         return
-    if not keep_default and default is not None and help is not None and "default" not in help:
+    if not keep_default and default not in (None, "") and help is not None and "default" not in help:
         help = f"{help} (default {default})"
     parser.add_argument(flag, dest=name, type=_value_type(annotation, default), choices=choices,
                         default=default if keep_default else None, help=help, **extra)
