@@ -60,6 +60,7 @@ class ExtractiveScorer(nn.Module):
         sentences, in order, as many as fit `max_length`."""
         tok, s = self.tokenizer, self.settings
         cls, sep = tok.cls_id, tok.sep_id
+        segments = self.encoder.config.type_vocab_size > 1  # RoBERTa-style encoders have one segment: all 0
         pieces = [e.ids[:s.max_sentence_pieces] for e in tok.encode_batch(list(sentences), add_special_tokens=False)]
         out, ids, types, starts = [], [], [], []
         for i, p in enumerate(pieces):
@@ -69,7 +70,7 @@ class ExtractiveScorer(nn.Module):
                 ids, types, starts = [], [], []
             starts.append(len(ids))
             ids += unit
-            types += [i % 2] * len(unit)
+            types += [i % 2 if segments else 0] * len(unit)
         out.append((ids, types, starts))
         return out
 
