@@ -162,3 +162,14 @@ def test_cli_trains_a_scorer_and_summarizes_with_it(encoder_dir, tmp_path, capsy
                  str(tmp_path / "s2")]) == 2
     assert "in.jsonl: line 1: needs a field 'reference'" in capsys.readouterr().err
     assert not (tmp_path / "s2").exists()
+
+
+def test_an_encoder_with_one_segment_gets_segment_ids_of_zero(tok, tmp_path):
+    torch.manual_seed(0)
+    cfg = BertConfig.named("tiny", max_position_embeddings=128, num_hidden_layers=1, vocab_size=tok.vocab_size,
+                           type_vocab_size=1)
+    BertModel(cfg).save_pretrained(tmp_path / "enc", tokenizer=tok)
+    scorer = ExtractiveScorer.from_pretrained(tmp_path / "enc")
+    (_, types, starts), = scorer.windows(["one sentence.", "two sentences here.", "three."])
+    assert len(starts) == 3 and set(types) == {0}
+    assert scorer.scores([["one sentence.", "two sentences here.", "three."]])[0].shape == (3,)
