@@ -4,9 +4,12 @@ pipeline on the same weights, in one process, queries interleaved.
 
     python benchmarks/suggest.py --model runs/en-minilm-mlm --corpus wikitext     # WikiText-2 test
     python benchmarks/suggest.py --model runs/ko-minilm --corpus korquad          # KorQuAD 1.0 dev contexts
+    python benchmarks/suggest.py --model runs/ko-minilm --corpus nsmc             # NSMC test reviews
 
-A sample is a sentence (8-60 words) with one word held out: English, a run of letters between spaces or
-punctuation; Korean, an eojeol of Hangul syllables only. The word is replaced by the mask token and the model's
+A sample is a sentence (8-60 words; an NSMC review of 5-60) with one word held out: English, a run of letters
+between spaces or punctuation; Korean, an eojeol of Hangul syllables only. NSMC's test reviews are outside the
+review corpus the Korean encoder was pre-trained on (../shared/data/nsmc/README.md), and in its domain; KorQuAD's
+Wikipedia contexts are not. The word is replaced by the mask token and the model's
 suggestions are compared with it by pieces (the tokenizer's own spelling, so case folding is the model's). A word
 longer than --max-pieces pieces cannot be suggested and counts as a miss (its share is printed). The one-piece
 pipeline can only ever name one-piece words.
@@ -32,7 +35,8 @@ from bertkit.data.corpus import split_sentences  # noqa: E402
 from bertkit.infer.predictor import Predictor, PredictorSettings  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data"
-WORD = {"wikitext": re.compile(r"(?<![\w'’-])[A-Za-z]{2,}(?![\w'’-])"), "korquad": re.compile(r"(?<!\S)[가-힣]+(?!\S)")}
+HANGUL_WORD = re.compile(r"(?<!\S)[가-힣]+(?!\S)")
+WORD = {"wikitext": re.compile(r"(?<![\w'’-])[A-Za-z]{2,}(?![\w'’-])"), "korquad": HANGUL_WORD, "nsmc": HANGUL_WORD}
 
 
 def detokenize(line: str) -> str:
@@ -49,6 +53,10 @@ def sentences(corpus: str) -> list[str]:
             for line in f:
                 if line.strip() and not line.strip().startswith("=") and "<unk>" not in line:
                     out.extend(split_sentences(detokenize(line)))
+    elif corpus == "nsmc":
+        with gzip.open(DATA / "nsmc/test.tsv.gz", "rt", encoding="utf-8") as f:
+            out = [line.rstrip("\n").split("\t")[1] for line in f][1:]
+        return [s for s in out if 5 <= len(s.split()) <= 60]
     else:
         with gzip.open(DATA / "korquad/KorQuAD_v1.0_dev.json.gz", "rt", encoding="utf-8") as f:
             contexts = {p["context"] for a in json.load(f)["data"] for p in a["paragraphs"]}
