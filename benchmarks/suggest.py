@@ -103,6 +103,15 @@ def main() -> None:
         from transformers import pipeline
 
         peer = pipeline("fill-mask", model=args.model, tokenizer=args.model, top_k=5, device="cpu")
+    reads = {"calls": 0, "rows": 0}  # what the search asks of the model (bertkit's queries)
+    real = p.masked_log_probs
+
+    def counted(batch, *a, **kw):
+        reads["calls"] += 1
+        reads["rows"] += len(batch)
+        return real(batch, *a, **kw)
+
+    p.masked_log_probs = counted
     rows = samples(args.corpus, args.n, args.seed)
     buckets: dict[str, dict[str, list]] = {}
     times: dict[str, list[float]] = {"bertkit": [], "pipeline": []}
@@ -144,6 +153,9 @@ def main() -> None:
             report["results"][who]["latency_ms"] = {"p50": round(1000 * statistics.median(t), 1),
                                                     "p90": round(1000 * q[8], 1)}
             print(f"{who}: latency p50 {1000 * statistics.median(t):.1f} ms, p90 {1000 * q[8]:.1f} ms (batch 1)")
+    per = {k: v / max(len(rows), 1) for k, v in reads.items()}
+    report["results"]["bertkit"]["model_reads_per_query"] = {k: round(v, 2) for k, v in per.items()}
+    print(f"bertkit: {per['calls']:.2f} model calls and {per['rows']:.2f} rows a query")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False))
 
