@@ -64,6 +64,7 @@ def korean_folds(args) -> dict:
                                     epochs=args.epochs, batch_size=args.batch_size, rouge_tokens="unicode",
                                     scorer=ExtractiveConfig(layers=args.layers))
         cfg.train.lr, cfg.train.threads = float(args.select_lr.split(",")[0]), args.threads
+        cfg.head_lr = args.head_lr
         run_extractive(cfg, overwrite=True)
         scorer = ExtractiveScorer.from_pretrained(RUNS / f"korean-{f}")
         for d, sc in zip(test, scorer.scores([d["sentences"] for d in test])):
@@ -89,7 +90,7 @@ def train(name: str, model: str, train_set, eval_set, args, lr: float) -> tuple[
                                 eval_file=write(RUNS / f"{name}-eval.jsonl", eval_set) if eval_set else "",
                                 out=str(RUNS / name), epochs=args.epochs, batch_size=args.batch_size,
                                 scorer=ExtractiveConfig(layers=args.layers))
-    cfg.train.lr, cfg.train.threads = lr, args.threads
+    cfg.train.lr, cfg.train.threads, cfg.head_lr = lr, args.threads, args.head_lr
     start = time.perf_counter()
     result = run_extractive(cfg, overwrite=True)
     result["wall_seconds"] = time.perf_counter() - start
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--head-lr", type=float, default=0.0, help="the new layers' learning rate (0: --lr's)")
+    ap.add_argument("--select-only", action="store_true", help="stop after choosing the learning rate")
     ap.add_argument("--korean", default=None, help="the Korean articles instead, with this encoder")
     args = ap.parse_args()
     if args.korean:
@@ -120,7 +123,8 @@ def main() -> None:
     report = {"model": model, "epochs": args.epochs, "batch_size": args.batch_size, "layers": args.layers,
               "select": {}, "folds": []}
     rates = [float(x) for x in args.select_lr.split(",")]
-    if len(rates) > 1:
+    report["head_lr"] = args.head_lr
+    if len(rates) > 1 or args.select_only:
         for lr in rates:
             _, result = train(f"select-{lr:g}", model, tune[:100], tune[100:], args, lr)
             report["select"][f"{lr:g}"] = {"rouge2": result["rouge2"], "wall_seconds": result["wall_seconds"]}
@@ -131,6 +135,10 @@ def main() -> None:
         lr = rates[0]
     report["lr"] = lr
     print(f"learning rate: {lr:g}")
+    if args.select_only:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return
     scores: list = [None] * len(held)
     parts = [list(range(f, len(held), args.folds)) for f in range(args.folds)]
     for f, part in enumerate(parts):

@@ -173,3 +173,16 @@ def test_an_encoder_with_one_segment_gets_segment_ids_of_zero(tok, tmp_path):
     (_, types, starts), = scorer.windows(["one sentence.", "two sentences here.", "three."])
     assert len(starts) == 3 and set(types) == {0}
     assert scorer.scores([["one sentence.", "two sentences here.", "three."]])[0].shape == (3,)
+
+
+def test_the_new_layers_can_learn_faster_than_the_encoder(encoder_dir):
+    from bertkit.train.optim import adamw
+
+    scorer = ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(layers=1, max_length=64))
+    scorer.head_lr_scale = 20.0
+    opt = adamw(scorer, 5e-5)
+    rate = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert all(rate[id(p)] == pytest.approx(5e-5) for p in scorer.encoder.parameters())
+    assert all(rate[id(p)] == pytest.approx(1e-3) for n, p in scorer.named_parameters() if not n.startswith("encoder."))
+    plain = adamw(scorer.encoder, 5e-5)  # a model without lr_multiplier: the two decay groups, one rate
+    assert len(plain.param_groups) == 2 and {g["lr"] for g in plain.param_groups} == {5e-5}

@@ -936,12 +936,13 @@ def add_summarize_train(s) -> None:
     s.add_argument("--eval", dest="eval_file", default="", help="the same, with references: ROUGE after every epoch, "
                                                                 "the best epoch kept")
     s.add_argument("--out", required=True)
-    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size"),
+    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size", "head_lr"),
                choices={"rouge_tokens": ["rouge-score", "unicode"]}, help={
                    "label_k": "oracle sentences labelled per article (default %(default)s)",
                    "k": "sentences picked when evaluating (default %(default)s)",
                    "rouge_tokens": "unicode for Korean (default %(default)s)",
-                   "epochs": "(default %(default)s)", "batch_size": "articles per step (default %(default)s)"})
+                   "epochs": "(default %(default)s)", "batch_size": "articles per step (default %(default)s)",
+                   "head_lr": "the new layers' peak learning rate (default: --lr's)"})
     add_params(s, ExtractiveConfig, ("layers", "max_length", "max_sentence_pieces"), help={
         "layers": "inter-sentence transformer layers (default %(default)s)",
         "max_length": "tokens per window (default %(default)s)",
@@ -957,7 +958,7 @@ def run_summarize_train(args) -> None:
 
     cfg = ExtractiveTrainConfig(model=args.model, train_file=args.train_file, eval_file=args.eval_file,
                                 out=args.out, label_k=args.label_k, k=args.k, rouge_tokens=args.rouge_tokens,
-                                epochs=args.epochs, batch_size=args.batch_size,
+                                epochs=args.epochs, batch_size=args.batch_size, head_lr=args.head_lr,
                                 scorer=ExtractiveConfig(layers=args.layers, max_length=args.max_length,
                                                         max_sentence_pieces=args.max_sentence_pieces))
     apply(args, cfg.train, SBERT_TRAIN)

@@ -54,6 +54,13 @@ class ExtractiveScorer(nn.Module):
         self.scorer = nn.Linear(hidden, 1)
         nn.init.normal_(self.position.weight, std=0.02)
 
+    head_lr_scale = 1.0  # training: the new layers' learning rate over the encoder's (`lr_multiplier`)
+
+    def lr_multiplier(self, name: str) -> float:
+        """The optimiser's rate for a parameter, relative to the run's (`train.optim.param_groups`): the new
+        inter-sentence layers and scorer learn from nothing, the encoder only adjusts."""
+        return 1.0 if name.startswith("encoder.") else self.head_lr_scale
+
     # ---- inputs --------------------------------------------------------------------------------------------------
     def windows(self, sentences: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """(ids, segment ids, the position of each sentence's [CLS]) of each window of the article: whole

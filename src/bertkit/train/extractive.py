@@ -125,6 +125,7 @@ class ExtractiveTrainConfig:
     rouge_tokens: str = "rouge-score"  # or "unicode" (Korean: rouge-score's tokenisation deletes Hangul)
     epochs: float = 3.0
     batch_size: int = 4  # articles per step
+    head_lr: float = 0.0  # the new layers' peak learning rate; 0: the encoder's (train.lr)
     scorer: ExtractiveConfig = field(default_factory=ExtractiveConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup=0.1, log_every=10,
                                                                    save_every=0, keep_checkpoints=1))
@@ -134,6 +135,7 @@ class ExtractiveTrainConfig:
         require("k", self.k, 1)
         require("epochs", self.epochs, 0, above=True)
         require("batch_size", self.batch_size, 1)
+        require("head_lr", self.head_lr, 0)
         require("layers", self.scorer.layers, 0)
         require("max_length", self.scorer.max_length, 8)
         require("max_sentence_pieces", self.scorer.max_sentence_pieces, 1)
@@ -163,6 +165,7 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
     config_text = json.dumps(asdict(cfg), indent=2) + "\n"
     torch.manual_seed(cfg.train.seed)
     scorer = ExtractiveScorer.from_pretrained(cfg.model, cfg.scorer)
+    scorer.head_lr_scale = cfg.head_lr / cfg.train.lr if cfg.head_lr else 1.0
     task = ExtractiveTask(scorer, articles, cfg.batch_size, cfg.train.seed, eval_articles, cfg.k, cfg.rouge_tokens)
     steps_per_epoch = math.ceil(len(articles) / cfg.batch_size)
     cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)

@@ -6,20 +6,28 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
     """Decay on matrices only: biases, LayerNorm weights and other 1-D tensors are not decayed. Tied parameters
-    (the MLM decoder and the word embeddings) appear once."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():  # named_parameters() yields each shared tensor once
+    (the MLM decoder and the word embeddings) appear once. A model with `lr_multiplier(name)` (a recipe whose new
+    layers learn faster than its pre-trained encoder) gets a group per multiplier, at `lr` times it."""
+    scale = getattr(model, "lr_multiplier", None)
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():  # named_parameters() yields each shared tensor once
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.dim() >= 2, scale(name) if scale else 1.0), []).append(p)
+    out = []
+    for (decays, mult), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if mult != 1.0 and lr is not None:
+            group["lr"] = lr * mult
+        out.append(group)
+    return out
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-6
           ) -> torch.optim.AdamW:
     fused = {"foreach": True} if not any(p.is_cuda for p in model.parameters()) else {"fused": True}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, **fused)
+    return torch.optim.AdamW(param_groups(model, weight_decay, lr), lr=lr, betas=betas, eps=eps, **fused)
 
 
 def warmup_linear(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
