@@ -55,7 +55,7 @@ def l2r(predictor, ids: list[int], pos: int, word: list[int]) -> float:
 
 
 def canonical_words(tok, max_pieces: int) -> list[list[int]]:
-    starts = [tok.vocab[w] for w in WORDS + ["playing"]]
+    starts = [tok.vocab[w] for w in WORDS + ["playing"] if any(ch.isalnum() for ch in w)]  # "." is no word
     conts = [tok.vocab[p] for p in PIECES]
     out = []
     for n in range(1, max_pieces + 1):

@@ -1,8 +1,8 @@
 """Word suggestions from a masked LM: whole words for each `[MASK]`, several masks jointly, and "is there a better
 word here?" for a word the user selects.
 
-A mask stands for one word (an English word, a Korean eojeol: what the tokenizer's pre-tokenizer calls a word),
-which may take several pieces. For each length n = 1 .. `max_pieces` the mask becomes n mask tokens and the
+A mask stands for one word (an English word, a Korean eojeol: what the tokenizer's pre-tokenizer calls a word;
+it has a letter or a digit, so punctuation is never suggested for one), which may take several pieces. For each length n = 1 .. `max_pieces` the mask becomes n mask tokens and the
 pieces are chosen left to right by beam search, a word-start piece first and continuation pieces after it (WordPiece
 `##`, BPE without `Ġ`). A word's score is the sum of the log-probabilities of its pieces, each read with the
 pieces to its right still masked: Kauf & Ivanova's (2023) PLL-word-l2r, which compares words of different lengths
@@ -63,6 +63,11 @@ class Suggester:
         self.mask = self.tok.mask_id
         specials = self.tok.added_token_mask()
         continues = self.tok.continuation_mask() if settings.whole_words else np.zeros_like(specials)
+        if settings.whole_words:  # a word has a letter or a digit: punctuation pieces do not start one
+            wordless = np.ones_like(specials)
+            for token, i in self.tok.vocab.items():
+                wordless[i] = not any(ch.isalnum() for ch in self.tok.piece_text(token))
+            specials = specials | (wordless & ~continues)
         self.allowed_start = torch.from_numpy(~specials & ~continues)
         self.allowed_next = torch.from_numpy(~specials & continues)
         # byte-level BPE marks a word start by the space before it: the first word of a text has none, so there
