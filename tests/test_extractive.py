@@ -46,10 +46,12 @@ def test_windows_hold_whole_sentences_with_a_cls_each_and_alternating_segments(e
             k += 1
 
 
-def test_sentence_vectors_are_the_encoders_cls_outputs(encoder_dir):
-    """With no inter-sentence layer, the logits are the scorer applied to each [CLS] vector (+ its position),
-    whatever window the sentence fell in."""
-    scorer = ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(layers=0, max_length=32)).eval()
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_sentence_vectors_are_the_encoders_outputs_at_cls_or_over_the_sentence(encoder_dir, pooling):
+    """With no inter-sentence layer, the logits are the scorer applied to each sentence's vector (its [CLS] output,
+    or the mean over its tokens) + its position, whatever window the sentence fell in."""
+    scorer = ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(layers=0, max_length=32,
+                                                                            pooling=pooling)).eval()
     article = ["the first sentence is short.", "a second one follows it here with several more words in it.",
                "third.", "and the fourth sentence closes the small article."]
     batch = scorer.batch([article, article[:2]])
@@ -57,12 +59,16 @@ def test_sentence_vectors_are_the_encoders_cls_outputs(encoder_dir):
     assert logits.shape == (2, 4) and torch.isinf(logits[1, 2:]).all()
     with torch.no_grad():
         for a, sentences in enumerate([article, article[:2]]):
-            flat = [(ids, types, start) for ids, types, starts in scorer.windows(sentences) for start in starts]
-            for s, (ids, types, start) in enumerate(flat):
+            flat = [(ids, types, start, end) for ids, types, starts in scorer.windows(sentences)
+                    for start, end in zip(starts, starts[1:] + [len(ids)])]
+            for s, (ids, types, start, end) in enumerate(flat):
                 hidden = scorer.encoder(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
-                                        torch.tensor([types])).last_hidden_state[0, start]
-                x = scorer.norm(hidden + scorer.position.weight[s])
+                                        torch.tensor([types])).last_hidden_state[0]
+                vector = hidden[start] if pooling == "cls" else hidden[start:end].mean(0)
+                x = scorer.norm(vector + scorer.position.weight[s])
                 assert float(scorer.scorer(x)) == pytest.approx(float(logits[a, s]), abs=1e-4)
+    with pytest.raises(ValueError, match="pooling 'max': choose one of mean, cls"):
+        ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(pooling="max"))
 
 
 def test_pick_blocks_sentences_that_repeat_a_trigram():

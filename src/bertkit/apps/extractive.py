@@ -2,7 +2,8 @@
 Pretrained Encoders", BertSumExt).
 
 An article is read as `[CLS] s1 [SEP] [CLS] s2 [SEP] ...` with segment ids alternating by sentence (the interval
-segment embeddings of the paper); the vector of each sentence is the encoder's output at its `[CLS]`. A long
+segment embeddings of the paper); the vector of each sentence is the mean of the encoder's outputs over its tokens
+(`pooling="mean"`, the default) or its `[CLS]` output (`"cls"`, the paper's). A long
 article is read in windows of whole sentences (each at most `max_sentence_pieces` pieces), and the vectors of all
 its windows go, in article order and with learned sentence-position embeddings, through a small inter-sentence
 transformer (`layers` pre-LN layers) and a linear scorer: one logit per sentence, trained against greedy-oracle
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 HEAD_FILE, CONFIG_FILE = "extractive_head.safetensors", "extractive_config.json"
+POOLINGS = ("mean", "cls")
 
 
 @dataclass
@@ -37,6 +39,10 @@ class ExtractiveConfig:
     max_sentences: int = 512  # sentence positions learned; later sentences share the last one
     max_length: int = 512  # tokens per window
     max_sentence_pieces: int = 64  # a sentence's pieces kept (the rest of a long sentence is not read)
+    # a sentence's vector: "cls", the output at its [CLS] (BertSum's), or "mean", the mean of the outputs over its
+    # tokens ([CLS] and [SEP] included): the vector a sentence-transformers encoder was trained to give, where its
+    # [CLS] outputs barely differ between sentences (all-MiniLM-L6-v2: a scorer on them learned only the base rate)
+    pooling: str = "mean"
 
 
 class ExtractiveScorer(nn.Module):
@@ -62,6 +68,10 @@ class ExtractiveScorer(nn.Module):
         return 1.0 if name.startswith("encoder.") else self.head_lr_scale
 
     # ---- inputs --------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        if self.settings.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.settings.pooling!r}: choose one of {', '.join(POOLINGS)}")
+
     def windows(self, sentences: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """(ids, segment ids, the position of each sentence's [CLS]) of each window of the article: whole
         sentences, in order, as many as fit `max_length`."""
@@ -83,18 +93,19 @@ class ExtractiveScorer(nn.Module):
 
     def batch(self, articles: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
         """The encoder's rows (every window of every article) and where each article's sentences are in them."""
-        rows, where = [], []  # where: per article, (row, position) of each sentence
+        rows, where = [], []  # where: per article, (row, first token, one past the last) of each sentence
         for sentences in articles:
             if not sentences:
                 raise ValueError("an article with no sentence")
             mine = []
             for ids, types, starts in self.windows(sentences):
-                mine += [(len(rows), p) for p in starts]
+                mine += [(len(rows), p, q) for p, q in zip(starts, starts[1:] + [len(ids)])]
                 rows.append((ids, types))
             where.append(mine)
         batch = self.tokenizer.collate([r[0] for r in rows], [r[1] for r in rows])
         longest = max(len(w) for w in where)
-        index = torch.zeros(len(where), longest, 2, dtype=torch.long)
+        index = torch.zeros(len(where), longest, 3, dtype=torch.long)
+        index[..., 2] = 1  # padding sentences: a one-token span (masked out later)
         mask = torch.zeros(len(where), longest, dtype=torch.bool)
         for a, mine in enumerate(where):
             index[a, :len(mine)] = torch.tensor(mine)
@@ -105,7 +116,12 @@ class ExtractiveScorer(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids, sentence_index, sentence_mask) -> torch.Tensor:
         """(articles, sentences) logits; padding sentences are -inf."""
         hidden = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        vectors = hidden[sentence_index[..., 0], sentence_index[..., 1]]  # (A, S, H)
+        row, first, end = sentence_index.unbind(-1)
+        if self.settings.pooling == "cls":
+            vectors = hidden[row, first]  # (A, S, H)
+        else:  # the mean over [first, end) by differences of running sums
+            sums = torch.cat([hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2]), hidden.cumsum(1)], dim=1)
+            vectors = (sums[row, end] - sums[row, first]) / (end - first).clamp(min=1)[..., None].to(hidden.dtype)
         positions = torch.arange(vectors.shape[1], device=vectors.device).clamp(max=self.settings.max_sentences - 1)
         x = vectors + self.position(positions)[None].to(vectors.dtype)
         if self.inter is not None:
@@ -171,6 +187,7 @@ class ExtractiveScorer(nn.Module):
             config = ExtractiveConfig(**{**asdict(config), "max_length": min(config.max_length,
                                                                               sentence.encoder.config.max_length)})
         model = cls(sentence.encoder, sentence.tokenizer, config)
+        model.check()
         if trained:
             model.load_weights(path)
         return model
