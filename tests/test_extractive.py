@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bertkit import BertConfig, BertModel, Tokenizer
-from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer, pick
+from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer
+from bertkit.apps.summarize import pick
 
 
 @pytest.fixture(scope="module")

@@ -145,9 +145,11 @@ def test_articles_embedded_together_pick_what_each_alone_picks(minilm_dir, tmp_p
              "Traders waited for the bank. The bank said nothing."]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts * 3), encoding="utf-8")
+    from bertkit.infer.batchio import summarize_file
+
     monkeypatch.setattr(S, "CHUNK_SENTENCES", 7)  # chunks end inside the file, not only at its end
-    assert S.summarize_file(str(minilm_dir), str(src), str(tmp_path / "out.jsonl"), k=2) == 9
     p = Predictor.from_pretrained(minilm_dir)
+    assert summarize_file(str(src), str(tmp_path / "out.jsonl"), k=2, predictor=p) == 9
     for line, text in zip((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines(), texts * 3):
         sentences = S.split_text(text)
         assert json.loads(line)["summary_sentences"] == S.summarize(sentences, 2, vectors=p.embed(sentences))

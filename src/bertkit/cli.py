@@ -896,7 +896,8 @@ def run_embed(args) -> None:
 
 # verb -> (help, add its flags, run it)
 def add_summarize(s) -> None:
-    from bertkit.apps.summarize import METHODS, summarize_file
+    from bertkit.apps.summarize import METHODS
+    from bertkit.infer.batchio import summarize_file
     from bertkit.infer.predictor import BACKENDS
 
     s.add_argument("--model", help="the sentence-vector model (--method centrality or centroid), or the scorer "
@@ -904,24 +905,46 @@ def add_summarize(s) -> None:
     s.add_argument("--input", required=True, help="JSON lines, each {\"text\": ...} (split into sentences here) or "
                                                   "{\"sentences\": [...]}; \"reference\" for --method oracle")
     s.add_argument("--output", required=True, help="the input lines with summary_sentences, sentences and summary")
-    add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "threads", "backend", "max_chars"),
-               choices={"method": list(METHODS), "backend": list(BACKENDS)}, help={
-                   "k": "sentences per summary (default %(default)s)",
-                   "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
-                             "centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
-                             "scorer, bertkit summarize-train) (default %(default)s)",
-                   "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
-                   "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default %(default)s)",
-                   "threads": "threads for the sentence vectors", "backend": BACKEND_HELP,
-                   "max_chars": "characters of one input line at most (default %(default)s)"})
+    add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "max_chars"), choices={"method": list(METHODS)},
+               help={"k": "sentences per summary (default %(default)s)",
+                     "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
+                               "centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
+                               "scorer, bertkit summarize-train) (default %(default)s)",
+                     "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
+                     "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default "
+                            "%(default)s)",
+                     "max_chars": "characters of one input line at most (default %(default)s)"})
+    s.add_argument("--threads", type=int, default=0, help="threads for the model")
+    s.add_argument("--backend", choices=list(BACKENDS), default="auto", help=BACKEND_HELP)
 
 
 def run_summarize(args) -> None:
-    from bertkit.apps.summarize import summarize_file
+    from bertkit.apps.summarize import _check
+    from bertkit.infer.batchio import summarize_file
 
     check_not_input(args.output, [args.input] + ([args.model] if args.model else []), "summarize")
-    n = summarize_file(args.model, args.input, args.output, args.k, args.method, args.lexical, args.mmr,
-                       args.threads, args.backend, args.max_chars)
+    _check(args.method, args.k)  # before a model loads
+    predictor = scorer = None
+    if args.method == "trained":
+        from bertkit.apps.extractive import CONFIG_FILE, ExtractiveScorer
+
+        if args.model is None or not (Path(args.model) / CONFIG_FILE).exists():
+            raise ValueError(f"--method trained: give --model, a scorer that `bertkit summarize-train` wrote "
+                             f"({args.model or 'none given'} has no {CONFIG_FILE})")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        scorer = ExtractiveScorer.from_pretrained(args.model)
+    elif args.method in ("centrality", "centroid"):
+        if args.model is None:
+            raise ValueError(f"--method {args.method}: give --model (the sentence vectors' model)")
+        from bertkit.infer.predictor import Predictor, PredictorSettings
+
+        predictor = Predictor.from_pretrained(args.model, PredictorSettings(threads=args.threads,
+                                                                            backend=args.backend))
+    n = summarize_file(args.input, args.output, args.k, args.method, args.lexical, args.mmr, args.max_chars,
+                       predictor=predictor, scorer=scorer)
     print(f"summarized {n} articles ({args.method}, k {args.k}) -> {args.output}", file=sys.stderr)
 
 
@@ -968,27 +991,36 @@ def run_summarize_train(args) -> None:
 
 
 def add_suggest(s) -> None:
-    from bertkit.apps.suggest import suggest_file
+    from bertkit.apps.suggest import SuggestSettings
+    from bertkit.infer.batchio import suggest_file
 
     s.add_argument("--model", required=True, help="a masked-LM model directory (fill-mask)")
     s.add_argument("--input", required=True, help="JSON lines: {\"text\": \"... [MASK] ...\", \"targets\"?: [words]} "
                                                   "for suggestions, or {\"text\", \"start\", \"end\"} to check the "
                                                   "word at those character offsets")
     s.add_argument("--output", required=True, help="the input lines with the answers' fields added")
-    add_params(s, suggest_file, ("top_k", "max_pieces", "beam", "pieces", "threads", "max_chars"), help={
+    add_fields(s, SuggestSettings, ("top_k", "max_pieces", "beam"), keep_default=True, help={
         "top_k": "suggestions per line (default %(default)s)",
         "max_pieces": "the longest word generated, in pieces (default %(default)s)",
-        "beam": "partial words and joint fillings kept (default %(default)s)",
-        "pieces": "a mask stands for one piece (the classic fill-mask), not a whole word",
-        "threads": "PyTorch threads", "max_chars": "characters of one input line at most (default %(default)s)"})
+        "beam": "partial words and joint fillings kept (default %(default)s)"})
+    s.add_argument("--pieces", action="store_true", help="a mask stands for one piece (the classic fill-mask), not "
+                                                         "a whole word")
+    s.add_argument("--threads", type=int, default=0, help="PyTorch threads")
+    add_params(s, suggest_file, ("max_chars",), help={"max_chars": "characters of one input line at most (default "
+                                                                    "%(default)s)"})
 
 
 def run_suggest(args) -> None:
-    from bertkit.apps.suggest import suggest_file
+    from bertkit.apps.suggest import SuggestSettings, Suggester
+    from bertkit.infer.batchio import suggest_file
+    from bertkit.infer.predictor import Predictor, PredictorSettings
 
     check_not_input(args.output, [args.input, args.model], "suggest")
-    n = suggest_file(args.model, args.input, args.output, args.top_k, args.max_pieces, args.beam, args.pieces,
-                     args.threads, args.max_chars)
+    settings = SuggestSettings(top_k=args.top_k, whole_words=not args.pieces, max_pieces=args.max_pieces,
+                               beam=args.beam)
+    settings.check()  # before a model loads
+    suggester = Suggester(Predictor.from_pretrained(args.model, PredictorSettings(threads=args.threads)), settings)
+    n = suggest_file(suggester, args.input, args.output, args.max_chars)
     print(f"answered {n} lines -> {args.output}", file=sys.stderr)
 
 

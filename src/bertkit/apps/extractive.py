@@ -8,7 +8,7 @@ article is read in windows of whole sentences (each at most `max_sentence_pieces
 its windows go, in article order and with learned sentence-position embeddings, through a small inter-sentence
 transformer (`layers` pre-LN layers) and a linear scorer: one logit per sentence, trained against greedy-oracle
 labels (`train.extractive`). At selection, the best sentences are taken in score order, skipping one that shares
-a word trigram with those already chosen (the paper's trigram blocking).
+a word trigram with those already chosen (the paper's trigram blocking: `apps.summarize.pick`).
 
 Saved as a directory: the encoder as a Hugging Face checkpoint (config.json, model.safetensors, the tokenizer's
 files) and `extractive_head.safetensors` + `extractive_config.json` for the rest.
@@ -17,7 +17,6 @@ files) and `extractive_head.safetensors` + `extractive_config.json` for the rest
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -191,27 +190,3 @@ class ExtractiveScorer(nn.Module):
         if trained:
             model.load_weights(path)
         return model
-
-
-# ---- selection -------------------------------------------------------------------------------------------------------
-def _trigrams(sentence: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", sentence.lower())
-    return set(zip(words, words[1:], words[2:]))
-
-
-def pick(sentences: Sequence[str], scores: Sequence[float], k: int, block_trigrams: bool = True) -> list[int]:
-    """The indices (ascending) of up to `k` sentences by score, skipping one that shares a trigram with those chosen
-    (`block_trigrams`); when blocking leaves fewer than `k`, the best blocked ones fill the rest."""
-    order = sorted(range(len(sentences)), key=lambda i: -scores[i])
-    chosen, seen, blocked = [], set(), []
-    for i in order:
-        if len(chosen) == k:
-            break
-        grams = _trigrams(sentences[i])
-        if block_trigrams and grams & seen:
-            blocked.append(i)
-            continue
-        chosen.append(i)
-        seen |= grams
-    chosen += blocked[:k - len(chosen)]
-    return sorted(chosen)

@@ -351,31 +351,3 @@ class Suggester:
             return self.suggest(text, item.get("targets"), top_k)
         except ValueError as e:
             raise ValueError(f"{field}{e}") from None
-
-
-def suggest_file(model: str, input: str, output: str, top_k: int = 5, max_pieces: int = 3, beam: int = 5,
-                 pieces: bool = False, threads: int = 0, max_chars: int = 100_000) -> int:
-    """Each JSON line of `input` (`Suggester.answer`'s request) with its answer's fields added, to `output`
-    (written whole or not at all); the number of lines. `pieces`: a mask stands for one piece, not a word."""
-    import json
-    import sys
-
-    from tqdm import tqdm
-
-    from bertkit.infer.batchio import read_json_lines
-    from bertkit.infer.predictor import Predictor, PredictorSettings
-    from bertkit.io import atomic_path
-
-    settings = SuggestSettings(top_k=top_k, whole_words=not pieces, max_pieces=max_pieces, beam=beam)
-    settings.check()  # before a model loads
-    suggester = Suggester(Predictor.from_pretrained(model, PredictorSettings(threads=threads)), settings)
-    n = 0
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
-            tqdm(desc="suggesting", unit="line", disable=not sys.stderr.isatty()) as bar:
-        for lineno, item in read_json_lines(input, max_chars, "a text is read around its masks", skip_empty=True):
-            item = item if isinstance(item, dict) else None
-            answer = suggester.answer(item, f"{input}: line {lineno}: ")
-            out.write(json.dumps({**item, **answer}, ensure_ascii=False) + "\n")
-            n += 1
-            bar.update(1)
-    return n

@@ -24,9 +24,9 @@ followed by a space, since no capital says where a sentence starts).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -169,6 +169,29 @@ def _check(method: str, k: int) -> None:
         raise ValueError(f"k {k}: at least one sentence")
 
 
+def _trigrams(sentence: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", sentence.lower())
+    return set(zip(words, words[1:], words[2:]))
+
+
+def pick(sentences: Sequence[str], scores: Sequence[float], k: int, block_trigrams: bool = True) -> list[int]:
+    """The indices (ascending) of up to `k` sentences by score, skipping one that shares a trigram with those chosen
+    (`block_trigrams`); when blocking leaves fewer than `k`, the best blocked ones fill the rest."""
+    order = sorted(range(len(sentences)), key=lambda i: -scores[i])
+    chosen, seen, blocked = [], set(), []
+    for i in order:
+        if len(chosen) == k:
+            break
+        grams = _trigrams(sentences[i])
+        if block_trigrams and grams & seen:
+            blocked.append(i)
+            continue
+        chosen.append(i)
+        seen |= grams
+    chosen += blocked[:k - len(chosen)]
+    return sorted(chosen)
+
+
 def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", vectors: np.ndarray | None = None,
               reference: str | None = None, lexical: float = 0.7, mmr: float = 1.0,
               scores: Sequence[float] | None = None) -> list[int]:
@@ -184,8 +207,6 @@ def summarize(sentences: Sequence[str], k: int = 3, method: str = "centrality", 
     if method == "textrank":
         return mmr_pick(textrank_scores(sentences), None, k)
     if method == "trained":
-        from bertkit.apps.extractive import pick
-
         if scores is None or len(scores) != n:
             raise ValueError(f"trained: needs one score per sentence ({n}), got "
                              f"{'none' if scores is None else len(scores)}")
@@ -231,72 +252,3 @@ def _article(item, path: str, lineno: int) -> tuple[list[str], str | None]:
     if reference is not None and not isinstance(reference, str):
         raise ValueError(f"{where}: field 'reference': expected a string")
     return sentences, reference
-
-
-def summarize_file(model: str | None, input: str, output: str, k: int = 3, method: str = "centrality",
-                   lexical: float = 0.7, mmr: float = 1.0, threads: int = 0, backend: str = "auto",
-                   max_chars: int = 1_000_000) -> int:
-    """Each JSON line of `input` with `summary_sentences` (indices into `sentences`, ascending), `sentences` and
-    `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
-    number of lines. `model`: the sentence-vector model (`centrality`, `centroid`)."""
-    import json
-    import sys
-
-    from tqdm import tqdm
-
-    from bertkit.infer.batchio import read_json_lines
-    from bertkit.io import atomic_path
-
-    _check(method, k)  # before a model loads
-    if not 0 <= lexical <= 1 or not 0 <= mmr <= 1:
-        raise ValueError(f"--lexical {lexical} / --mmr {mmr}: each between 0 and 1")
-    predictor = scorer = None
-    if method == "trained":
-        from bertkit.apps.extractive import CONFIG_FILE, ExtractiveScorer
-
-        if model is None or not (Path(model) / CONFIG_FILE).exists():
-            raise ValueError(f"--method trained: give --model, a scorer that `bertkit summarize-train` wrote "
-                             f"({model or 'none given'} has no {CONFIG_FILE})")
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        scorer = ExtractiveScorer.from_pretrained(model)
-    if method in ("centrality", "centroid"):
-        if model is None:
-            raise ValueError(f"--method {method}: give --model (the sentence vectors' model)")
-        from bertkit.infer.predictor import Predictor, PredictorSettings
-
-        predictor = Predictor.from_pretrained(model, PredictorSettings(threads=threads, backend=backend))
-    def flush(chunk: list, out) -> None:
-        """One model call for the sentences of every article of the chunk (the Predictor batches them by length)."""
-        every = [s for _, sentences, _ in chunk for s in sentences]
-        vectors = predictor.embed(every) if predictor is not None else None
-        scores = scorer.scores([sentences for _, sentences, _ in chunk]) if scorer is not None else None
-        at = 0
-        for j, (item, sentences, reference) in enumerate(chunk):
-            mine = vectors[at:at + len(sentences)] if vectors is not None else None
-            at += len(sentences)
-            chosen = summarize(sentences, k, method, vectors=mine, reference=reference, lexical=lexical, mmr=mmr,
-                               scores=scores[j] if scores is not None else None)
-            item.update(summary_sentences=chosen, sentences=sentences,
-                        summary=" ".join(sentences[i] for i in chosen))
-            out.write(json.dumps(item, ensure_ascii=False) + "\n")
-
-    n, chunk = 0, []
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
-            tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:
-        for lineno, item in read_json_lines(input, max_chars, "an article is summarized whole", skip_empty=True):
-            sentences, reference = _article(item, input, lineno)
-            if method == "oracle" and reference is None:
-                raise ValueError(f"{input}: line {lineno}: --method oracle needs a field 'reference'")
-            chunk.append((item, sentences, reference))
-            if sum(len(c[1]) for c in chunk) >= CHUNK_SENTENCES:
-                flush(chunk, out)
-                bar.update(len(chunk))
-                n, chunk = n + len(chunk), []
-        if chunk:
-            flush(chunk, out)
-            bar.update(len(chunk))
-            n += len(chunk)
-    return n

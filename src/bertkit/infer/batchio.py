@@ -1,7 +1,7 @@
-"""Files in, files out for the CLI's streaming verbs (`tokenize`, `encode`, `predict`): input lines read with
-bounded memory (a line in pieces, each field kept to `max_chars` characters), a field cut to a prefix that
-provably gives the tokens the model sees, batches by count and characters, and the `.npz` of `encode` assembled
-from spool files. `bertkit.cli` is a thin layer over these.
+"""Files in, files out for the CLI's streaming verbs (`tokenize`, `encode`, `predict`, `summarize`, `suggest`): input
+lines read with bounded memory (a line in pieces, each field kept to `max_chars` characters), a field cut to a
+prefix that provably gives the tokens the model sees, batches by count and characters, and the `.npz` of `encode`
+assembled from spool files. `bertkit.cli` is a thin layer over these.
 """
 
 from __future__ import annotations
@@ -436,3 +436,75 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
             n += len(lines)
             bar.update(len(lines))
     return n, family.name
+
+
+# ---- the reading tools' file jobs (`bertkit summarize`, `bertkit suggest`) -------------------------------------
+def summarize_file(input: str, output: str, k: int = 3, method: str = "centrality", lexical: float = 0.7,
+                   mmr: float = 1.0, max_chars: int = 1_000_000, predictor=None, scorer=None) -> int:
+    """`bertkit summarize`: each JSON line of `input` with `summary_sentences` (indices into `sentences`, ascending), `sentences` and
+    `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
+    number of lines. `predictor`: the sentence vectors' (`centrality`, `centroid`); `scorer`: the trained scorer
+    (`apps.extractive.ExtractiveScorer`, for `trained`). The CLI loads them from `--model`."""
+    from tqdm import tqdm
+
+    from bertkit.apps.summarize import CHUNK_SENTENCES, _article, _check, summarize
+
+    _check(method, k)
+    if not 0 <= lexical <= 1 or not 0 <= mmr <= 1:
+        raise ValueError(f"--lexical {lexical} / --mmr {mmr}: each between 0 and 1")
+    if method == "trained" and scorer is None:
+        raise ValueError("--method trained: give the trained scorer (`bertkit summarize-train` writes one)")
+    if method in ("centrality", "centroid") and predictor is None:
+        raise ValueError(f"--method {method}: give --model (the sentence vectors' model)")
+    if method not in ("centrality", "centroid"):
+        predictor = None
+
+    def flush(chunk: list, out) -> None:
+        """One model call for the sentences of every article of the chunk (the Predictor batches them by length)."""
+        every = [s for _, sentences, _ in chunk for s in sentences]
+        vectors = predictor.embed(every) if predictor is not None else None
+        scores = scorer.scores([sentences for _, sentences, _ in chunk]) if scorer is not None else None
+        at = 0
+        for j, (item, sentences, reference) in enumerate(chunk):
+            mine = vectors[at:at + len(sentences)] if vectors is not None else None
+            at += len(sentences)
+            chosen = summarize(sentences, k, method, vectors=mine, reference=reference, lexical=lexical, mmr=mmr,
+                               scores=scores[j] if scores is not None else None)
+            item.update(summary_sentences=chosen, sentences=sentences,
+                        summary=" ".join(sentences[i] for i in chosen))
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+    n, chunk = 0, []
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            tqdm(desc="summarizing", unit="article", disable=not sys.stderr.isatty()) as bar:
+        for lineno, item in read_json_lines(input, max_chars, "an article is summarized whole", skip_empty=True):
+            sentences, reference = _article(item, input, lineno)
+            if method == "oracle" and reference is None:
+                raise ValueError(f"{input}: line {lineno}: --method oracle needs a field 'reference'")
+            chunk.append((item, sentences, reference))
+            if sum(len(c[1]) for c in chunk) >= CHUNK_SENTENCES:
+                flush(chunk, out)
+                bar.update(len(chunk))
+                n, chunk = n + len(chunk), []
+        if chunk:
+            flush(chunk, out)
+            bar.update(len(chunk))
+            n += len(chunk)
+    return n
+
+
+def suggest_file(suggester, input: str, output: str, max_chars: int = 100_000) -> int:
+    """`bertkit suggest`: each JSON line of `input` (an `apps.suggest.Suggester.answer` request) with its answer's
+    fields added, to `output` (written whole or not at all); the number of lines."""
+    from tqdm import tqdm
+
+    n = 0
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            tqdm(desc="suggesting", unit="line", disable=not sys.stderr.isatty()) as bar:
+        for lineno, item in read_json_lines(input, max_chars, "a text is read around its masks", skip_empty=True):
+            item = item if isinstance(item, dict) else None
+            answer = suggester.answer(item, f"{input}: line {lineno}: ")
+            out.write(json.dumps({**item, **answer}, ensure_ascii=False) + "\n")
+            n += 1
+            bar.update(1)
+    return n

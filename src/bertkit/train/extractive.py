@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer, pick
+from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer
+from bertkit.apps.summarize import pick
 from bertkit.data.pretraining import Schedule
 from bertkit.io import atomic_write_text, prepare_output_dir
 from bertkit.train.loop import (RUN_SETTINGS, TrainConfig, refuse_changed_config, require, require_batch_split,
