@@ -441,9 +441,9 @@ def predict_file(model: str, input: str, output: str, settings, pairs: bool = Fa
 # ---- the reading tools' file jobs (`bertkit summarize`, `bertkit suggest`) -------------------------------------
 def summarize_file(input: str, output: str, k: int = 3, method: str = "centrality", lexical: float = 0.7,
                    mmr: float = 1.0, max_chars: int = 1_000_000, predictor=None, scorer=None) -> int:
-    """`bertkit summarize`: each JSON line of `input` with `summary_sentences` (indices into `sentences`, ascending), `sentences` and
-    `summary` (the chosen sentences joined by a space) added, to `output` (written whole or not at all); the
-    number of lines. `predictor`: the sentence vectors' (`centrality`, `centroid`); `scorer`: the trained scorer
+    """`bertkit summarize`: each JSON line of `input` with `summary_sentences` (indices into `sentences`,
+    ascending), `sentences` and `summary` (the chosen sentences joined by a space) added, to `output` (written
+    whole or not at all); the number of lines. `predictor`: the sentence vectors' (`centrality`, `centroid`); `scorer`: the trained scorer
     (`apps.extractive.ExtractiveScorer`, for `trained`). The CLI loads them from `--model`."""
     from tqdm import tqdm
 
