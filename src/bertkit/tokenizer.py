@@ -518,13 +518,18 @@ class Tokenizer:
     def continuation_mask(self) -> np.ndarray:
         """(vocab_size,) bool: True for pieces that continue a word (whole-word masking). WordPiece: `##` pieces;
         byte-level BPE: pieces not starting with `Ġ` (the space before a word); Unigram: pieces not starting
-        with `▁`. Special and added tokens never continue a word."""
-        prefix, start = self.word_markers()
-        mask = np.zeros(self.vocab_size, dtype=bool)
-        for token, i in self.vocab.items():
-            mask[i] = token.startswith(prefix) if prefix else not token.startswith(start)
-        for i in self._engine.get_added_tokens_decoder():
-            mask[i] = False
+        with `▁`. Special and added tokens never continue a word. Computed once (a pass over the vocabulary; an
+        explanation asks for it per request) and returned read-only."""
+        mask = getattr(self, "_continues", None)
+        if mask is None:
+            prefix, start = self.word_markers()
+            mask = np.zeros(self.vocab_size, dtype=bool)
+            for token, i in self.vocab.items():
+                mask[i] = token.startswith(prefix) if prefix else not token.startswith(start)
+            for i in self._engine.get_added_tokens_decoder():
+                mask[i] = False
+            mask.setflags(write=False)
+            self._continues = mask
         return mask
 
     def added_token_mask(self) -> np.ndarray:
