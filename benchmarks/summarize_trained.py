@@ -62,7 +62,8 @@ def korean_folds(args) -> dict:
                                            ensure_ascii=False) + "\n" for d in train_docs))
         cfg = ExtractiveTrainConfig(model=args.korean, train_file=str(path), out=str(RUNS / f"korean-{f}"),
                                     epochs=args.epochs, batch_size=args.batch_size, rouge_tokens="unicode",
-                                    scorer=ExtractiveConfig(layers=args.layers))
+                                    scorer=ExtractiveConfig(layers=args.layers, graph_features=args.graph_features),
+                                freeze_encoder=args.freeze_encoder, label_k=args.label_k)
         cfg.train.lr, cfg.train.threads = float(args.select_lr.split(",")[0]), args.threads
         cfg.head_lr = args.head_lr
         run_extractive(cfg, overwrite=True)
@@ -89,7 +90,8 @@ def train(name: str, model: str, train_set, eval_set, args, lr: float) -> tuple[
     cfg = ExtractiveTrainConfig(model=model, train_file=write(RUNS / f"{name}-train.jsonl", train_set),
                                 eval_file=write(RUNS / f"{name}-eval.jsonl", eval_set) if eval_set else "",
                                 out=str(RUNS / name), epochs=args.epochs, batch_size=args.batch_size,
-                                scorer=ExtractiveConfig(layers=args.layers))
+                                scorer=ExtractiveConfig(layers=args.layers, graph_features=args.graph_features),
+                                freeze_encoder=args.freeze_encoder, label_k=args.label_k)
     cfg.train.lr, cfg.train.threads, cfg.head_lr = lr, args.threads, args.head_lr
     start = time.perf_counter()
     result = run_extractive(cfg, overwrite=True)
@@ -109,6 +111,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--head-lr", type=float, default=0.0, help="the new layers' learning rate (0: --lr's)")
+    ap.add_argument("--graph-features", action="store_true", help="TextRank score, rank and position as inputs")
+    ap.add_argument("--label-k", type=int, default=3, help="BBC: the greedy oracle's sentences labelled per article")
+    ap.add_argument("--freeze-encoder", action="store_true", help="the new layers alone, on fixed sentence vectors")
     ap.add_argument("--select-only", action="store_true", help="stop after choosing the learning rate")
     ap.add_argument("--korean", default=None, help="the Korean articles instead, with this encoder")
     args = ap.parse_args()
@@ -121,7 +126,8 @@ def main() -> None:
     articles = bbc()
     tune, held = articles[:args.tune], articles[args.tune:]
     report = {"model": model, "epochs": args.epochs, "batch_size": args.batch_size, "layers": args.layers,
-              "select": {}, "folds": []}
+              "freeze_encoder": args.freeze_encoder,
+              "graph_features": args.graph_features, "label_k": args.label_k, "select": {}, "folds": []}
     rates = [float(x) for x in args.select_lr.split(",")]
     report["head_lr"] = args.head_lr
     if len(rates) > 1 or args.select_only:

@@ -148,6 +148,78 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(encoder_dir, tmp_pat
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("graph", [False, True])
+def test_a_frozen_encoder_stays_as_loaded_and_its_cached_vectors_train_what_rereading_them_trains(encoder_dir,
+                                                                                                 tmp_path, graph):
+    """--freeze-encoder: the sentence vectors computed once give the same trained scorer as re-reading every
+    article each step (cache 0), the encoder's weights are the loaded ones, and the new layers still learn the cue."""
+    from bertkit.checkpoint import read_state_dict
+    from bertkit.train.extractive import ExtractiveTrainConfig, run_extractive
+
+    write(tmp_path / "train.jsonl", articles(48, 5))
+    held = articles(16, 6)
+    write(tmp_path / "eval.jsonl", held)
+
+    def run(name, cache_mb, epochs):
+        cfg = ExtractiveTrainConfig(model=str(encoder_dir), train_file=str(tmp_path / "train.jsonl"),
+                                    eval_file=str(tmp_path / "eval.jsonl"), out=str(tmp_path / name), label_k=2, k=2,
+                                    epochs=epochs, batch_size=8, freeze_encoder=True, cache_mb=cache_mb,
+                                    scorer=ExtractiveConfig(layers=1, max_length=64, max_sentence_pieces=30,
+                                                            graph_features=graph))
+        cfg.train.lr, cfg.train.threads = 3e-3, 1
+        return run_extractive(cfg, show_progress=False)
+
+    # equal for an epoch (over many epochs at this rate float noise of ~1e-7 grows to 1e-3: the same run, not the
+    # same bits)
+    run("cached-1", 64, 1), run("reread-1", 0, 1)
+    a, b = (ExtractiveScorer.from_pretrained(tmp_path / n).scores([x["sentences"] for x in held]) for n in
+            ("cached-1", "reread-1"))
+    np.testing.assert_allclose(np.concatenate(a), np.concatenate(b), atol=1e-5)
+    cached = run("cached", 64, 20)
+    before, after = read_state_dict(encoder_dir), read_state_dict(tmp_path / "cached")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    untrained = ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(layers=1, max_length=64,
+                                                                              max_sentence_pieces=30,
+                                                                              graph_features=graph))
+    from bertkit.train.extractive import Article, rouge_of
+
+    held_articles = [Article(x["sentences"], x["reference"], []) for x in held]
+    base = rouge_of(untrained, held_articles, 2, "rouge-score")
+    assert cached["rouge2"] > base["rouge2"] + 15, (cached["rouge2"], base["rouge2"])
+    # the evaluation on cached vectors is the saved scorer's, reading the articles
+    saved = rouge_of(ExtractiveScorer.from_pretrained(tmp_path / "cached"), held_articles, 2, "rouge-score")
+    assert saved["rouge2"] == pytest.approx(cached["rouge2"], abs=1e-6)
+
+
+def test_graph_features_are_textrank_its_rank_and_the_position_and_the_scorer_adds_them(encoder_dir):
+    from bertkit.apps.extractive import sentence_features
+    from bertkit.apps.summarize import textrank_scores
+
+    article = ["the council approved the new budget for schools.", "the budget adds money for schools and roads.",
+               "a dog was seen in the park.", "schools will get the money next year, the council said.",
+               "weather stayed dry."]
+    f = sentence_features(article)
+    np.testing.assert_allclose(f[:, 0], textrank_scores(article) * 5, rtol=1e-6)
+    assert f[:, 0].mean() == pytest.approx(1.0, abs=1e-6)
+    assert [int(x) for x in np.argsort(f[:, 1])] == np.argsort(-f[:, 0], kind="stable").tolist()
+    np.testing.assert_allclose(f[:, 1], np.argsort(np.argsort(-f[:, 0], kind="stable")) / 5)
+    np.testing.assert_allclose(f[:, 2], np.arange(5) / 5)
+    assert sentence_features(["one sentence."]).tolist() == [[1.0, 0.0, 0.0]]
+    scorer = ExtractiveScorer.from_pretrained(encoder_dir, ExtractiveConfig(layers=0, max_length=64,
+                                                                            graph_features=True)).eval()
+    batch = scorer.batch([article, article[:2]])
+    assert batch["sentence_features"].shape == (2, 5, 3)
+    with torch.no_grad():
+        logits = scorer(**batch)
+        vectors = scorer.sentence_vectors(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                          batch["sentence_index"])
+        for s in range(5):
+            x = scorer.norm(vectors[0, s] + scorer.position.weight[s] + scorer.features(torch.from_numpy(f[s])))
+            assert float(scorer.scorer(x)) == pytest.approx(float(logits[0, s]), abs=1e-4)
+        with pytest.raises(ValueError, match="reads graph features"):
+            scorer.head(vectors, batch["sentence_mask"])
+
+
 def test_cli_trains_a_scorer_and_summarizes_with_it(encoder_dir, tmp_path, capsys):
     from bertkit.cli import main
 

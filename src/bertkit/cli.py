@@ -959,15 +959,21 @@ def add_summarize_train(s) -> None:
     s.add_argument("--eval", dest="eval_file", default="", help="the same, with references: ROUGE after every epoch, "
                                                                 "the best epoch kept")
     s.add_argument("--out", required=True)
-    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size", "head_lr"),
+    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size", "head_lr",
+                                          "freeze_encoder", "cache_mb"),
                choices={"rouge_tokens": ["rouge-score", "unicode"]}, help={
+                   "freeze_encoder": "train the new layers alone on the encoder's fixed sentence vectors, "
+                                     "computed once: an epoch costs seconds (small data: fewer weights to fit)",
+                   "cache_mb": "--freeze-encoder: the sentence vectors kept in memory up to this size, beyond it "
+                               "re-read each step (default %(default)s)",
                    "label_k": "oracle sentences labelled per article (default %(default)s)",
                    "k": "sentences picked when evaluating (default %(default)s)",
                    "rouge_tokens": "unicode for Korean (default %(default)s)",
                    "epochs": "(default %(default)s)", "batch_size": "articles per step (default %(default)s)",
                    "head_lr": "the new layers' peak learning rate (default: --lr's)"})
-    add_params(s, ExtractiveConfig, ("layers", "max_length", "max_sentence_pieces"), help={
+    add_params(s, ExtractiveConfig, ("layers", "max_length", "max_sentence_pieces", "graph_features"), help={
         "layers": "inter-sentence transformer layers (default %(default)s)",
+        "graph_features": "each sentence's TextRank score, its rank and its position beside its vector",
         "max_length": "tokens per window (default %(default)s)",
         "max_sentence_pieces": "pieces of a sentence read (default %(default)s)"})
     add_fields(s, ExtractiveTrainConfig().train, SBERT_TRAIN, help=TRAIN_HELP, choices=TRAIN_CHOICES)
@@ -982,8 +988,10 @@ def run_summarize_train(args) -> None:
     cfg = ExtractiveTrainConfig(model=args.model, train_file=args.train_file, eval_file=args.eval_file,
                                 out=args.out, label_k=args.label_k, k=args.k, rouge_tokens=args.rouge_tokens,
                                 epochs=args.epochs, batch_size=args.batch_size, head_lr=args.head_lr,
+                                freeze_encoder=args.freeze_encoder, cache_mb=args.cache_mb,
                                 scorer=ExtractiveConfig(layers=args.layers, max_length=args.max_length,
-                                                        max_sentence_pieces=args.max_sentence_pieces))
+                                                        max_sentence_pieces=args.max_sentence_pieces,
+                                                        graph_features=args.graph_features))
     apply(args, cfg.train, SBERT_TRAIN)
     result = run_extractive(cfg, resume=args.resume, overwrite=args.overwrite)
     shown = {k: round(v, 2) for k, v in result.items() if k in ("rouge1", "rouge2", "rougeL", "loss")}

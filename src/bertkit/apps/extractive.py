@@ -42,6 +42,33 @@ class ExtractiveConfig:
     # tokens ([CLS] and [SEP] included): the vector a sentence-transformers encoder was trained to give, where its
     # [CLS] outputs barely differ between sentences (all-MiniLM-L6-v2: a scorer on them learned only the base rate)
     pooling: str = "mean"
+    # each sentence's place in its article's TF-IDF graph (`sentence_features`) beside its vector: what the
+    # unsupervised TextRank reads, for the scorer to weigh against the encoder's meaning
+    graph_features: bool = False
+
+
+GRAPH_FEATURES = 3
+
+
+def sentence_features(sentences: Sequence[str]) -> np.ndarray:
+    """(sentences, 3) per sentence: its TextRank score times the number of sentences (mean 1), the fraction of
+    the article's sentences ranked above it by that score, and its relative position."""
+    from bertkit.apps.summarize import textrank_scores
+
+    n = len(sentences)
+    score = textrank_scores(sentences) * n if n > 1 else np.ones(1)
+    rank = np.empty(n)
+    rank[np.argsort(-score, kind="stable")] = np.arange(n)
+    return np.stack([score, rank / n, np.arange(n) / n], axis=1).astype(np.float32)
+
+
+def pad_vectors(vectors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Articles' per-sentence rows, each (sentences, width), as one zero-padded (articles, sentences, width) batch
+    and its sentence mask."""
+    mask = torch.zeros(len(vectors), max(len(v) for v in vectors), dtype=torch.bool)
+    for row, v in enumerate(vectors):
+        mask[row, :len(v)] = True
+    return torch.nn.utils.rnn.pad_sequence(list(vectors), batch_first=True), mask
 
 
 class ExtractiveScorer(nn.Module):
@@ -51,6 +78,7 @@ class ExtractiveScorer(nn.Module):
         self.encoder, self.tokenizer, self.settings = encoder, tokenizer, config
         self.config = encoder.config  # what the loop reads (dropout, the family)
         self.position = nn.Embedding(config.max_sentences, hidden)
+        self.features = nn.Linear(GRAPH_FEATURES, hidden) if config.graph_features else None
         layer = nn.TransformerEncoderLayer(hidden, config.heads or max(1, hidden // 64), config.ff or 4 * hidden,
                                            config.dropout, activation="gelu", batch_first=True, norm_first=True)
         # layers 0: the [CLS] vectors scored as they are (with their positions)
@@ -60,6 +88,21 @@ class ExtractiveScorer(nn.Module):
         nn.init.normal_(self.position.weight, std=0.02)
 
     head_lr_scale = 1.0  # training: the new layers' learning rate over the encoder's (`lr_multiplier`)
+    encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        """Train the inter-sentence layers and the scorer alone: the encoder's weights fixed and the encoder always
+        in eval mode (no dropout), so its sentence vectors are the same in training and use, and can be computed
+        once (`train.extractive`)."""
+        self.encoder_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def lr_multiplier(self, name: str) -> float:
         """The optimiser's rate for a parameter, relative to the run's (`train.optim.param_groups`): the new
@@ -109,25 +152,45 @@ class ExtractiveScorer(nn.Module):
         for a, mine in enumerate(where):
             index[a, :len(mine)] = torch.tensor(mine)
             mask[a, :len(mine)] = True
-        return {**batch, "sentence_index": index, "sentence_mask": mask}
+        batch = {**batch, "sentence_index": index, "sentence_mask": mask}
+        if self.settings.graph_features:
+            batch["sentence_features"] = pad_vectors([torch.from_numpy(sentence_features(a)) for a in articles])[0]
+        return batch
 
     # ---- the network -----------------------------------------------------------------------------------------------
-    def forward(self, input_ids, attention_mask, token_type_ids, sentence_index, sentence_mask) -> torch.Tensor:
-        """(articles, sentences) logits; padding sentences are -inf."""
+    def sentence_vectors(self, input_ids, attention_mask, token_type_ids, sentence_index) -> torch.Tensor:
+        """(articles, sentences, hidden): the encoder's vector of each sentence, read in its window."""
         hidden = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         row, first, end = sentence_index.unbind(-1)
         if self.settings.pooling == "cls":
-            vectors = hidden[row, first]  # (A, S, H)
-        else:  # the mean over [first, end) by differences of running sums
-            sums = torch.cat([hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2]), hidden.cumsum(1)], dim=1)
-            vectors = (sums[row, end] - sums[row, first]) / (end - first).clamp(min=1)[..., None].to(hidden.dtype)
+            return hidden[row, first]
+        # the mean over [first, end) by differences of running sums
+        sums = torch.cat([hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2]), hidden.cumsum(1)], dim=1)
+        return (sums[row, end] - sums[row, first]) / (end - first).clamp(min=1)[..., None].to(hidden.dtype)
+
+    def head(self, vectors: torch.Tensor, sentence_mask: torch.Tensor, sentence_features: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """(articles, sentences) logits from the sentence vectors (and graph features); padding sentences are
+        -inf."""
         positions = torch.arange(vectors.shape[1], device=vectors.device).clamp(max=self.settings.max_sentences - 1)
         x = vectors + self.position(positions)[None].to(vectors.dtype)
+        if self.features is not None:
+            if sentence_features is None:
+                raise ValueError("this scorer reads graph features: pass sentence_features (`batch` makes them)")
+            x = x + self.features(sentence_features.to(x.dtype))
         if self.inter is not None:
             x = self.inter(x, src_key_padding_mask=~sentence_mask)
         x = self.norm(x)
         logits = self.scorer(x).squeeze(-1).float()
         return logits.masked_fill(~sentence_mask, float("-inf"))
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, sentence_index=None,
+                sentence_mask=None, sentence_vectors=None, sentence_features=None) -> torch.Tensor:
+        """(articles, sentences) logits; `sentence_vectors` given (a frozen encoder's, computed once) skips the
+        encoder."""
+        if sentence_vectors is None:
+            sentence_vectors = self.sentence_vectors(input_ids, attention_mask, token_type_ids, sentence_index)
+        return self.head(sentence_vectors, sentence_mask, sentence_features)
 
     @torch.inference_mode()
     def scores(self, articles: Sequence[Sequence[str]], batch_size: int = 8) -> list[np.ndarray]:
@@ -143,6 +206,19 @@ class ExtractiveScorer(nn.Module):
         finally:
             self.train(was)
         return out
+
+    @torch.inference_mode()
+    def scores_of_vectors(self, vectors: Sequence[torch.Tensor], features: Sequence[torch.Tensor] | None = None
+                          ) -> list[np.ndarray]:
+        """`scores` from each article's sentence vectors (`sentence_vectors`, computed before) and, for a scorer
+        of graph features, its `sentence_features`."""
+        was = self.training
+        self.eval()
+        try:
+            logits = self.head(*pad_vectors(vectors), pad_vectors(features)[0] if features is not None else None)
+            return [logits[a, :len(v)].numpy() for a, v in enumerate(vectors)]
+        finally:
+            self.train(was)
 
     # ---- saving ------------------------------------------------------------------------------------------------------
     def save_pretrained(self, path, tokenizer=None) -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer
+from bertkit.apps.extractive import ExtractiveConfig, ExtractiveScorer, pad_vectors, sentence_features
 from bertkit.apps.summarize import pick
 from bertkit.data.pretraining import Schedule
 from bertkit.io import atomic_write_text, prepare_output_dir
@@ -59,15 +59,23 @@ def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1
     return out
 
 
-def rouge_of(scorer: ExtractiveScorer, articles: list[Article], k: int, rouge_tokens: str) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 x 100 of the `k` sentences picked (trigram blocking) against each reference."""
+def rouge_of(scorer: ExtractiveScorer, articles: list[Article], k: int, rouge_tokens: str,
+             vectors: list[torch.Tensor] | None = None, features: list[torch.Tensor] | None = None
+             ) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 x 100 of the `k` sentences picked (trigram blocking) against each reference (`vectors`
+    and `features`: the articles' sentence vectors from a frozen encoder and graph features, computed before)."""
     from bertkit.metrics import rouge
 
-    scored = [a for a in articles if a.reference is not None]
+    scored = [i for i, a in enumerate(articles) if a.reference is not None]
     if not scored:
         return {}
+    if vectors is None:
+        scores = scorer.scores([articles[i].sentences for i in scored])
+    else:
+        scores = scorer.scores_of_vectors([vectors[i] for i in scored],
+                                          [features[i] for i in scored] if features is not None else None)
     results = []
-    for a, s in zip(scored, scorer.scores([a.sentences for a in scored])):
+    for a, s in zip([articles[i] for i in scored], scores):
         chosen = pick(a.sentences, s.tolist(), k)
         results.append(rouge(" ".join(a.sentences[i] for i in chosen), a.reference, rouge_tokens))
     return {m: 100 * statistics.mean(r[m]["f"] for r in results) for m in ("rouge1", "rouge2", "rougeL")}
@@ -77,13 +85,49 @@ class ExtractiveTask:
     names = ("sentences",)
 
     def __init__(self, scorer: ExtractiveScorer, articles: list[Article], batch_size: int, seed: int,
-                 eval_articles: list[Article] | None, k: int, rouge_tokens: str):
+                 eval_articles: list[Article] | None, k: int, rouge_tokens: str, cache_bytes: int = 0,
+                 show_progress: bool = False):
         self.scorer, self.articles, self.batch_size = scorer, articles, batch_size
         self.eval_articles, self.k, self.rouge_tokens = eval_articles, k, rouge_tokens
         self.schedule = Schedule(len(articles), batch_size, seed)
+        self.vectors = self.eval_vectors = self.features = self.eval_features = None
+        if scorer.encoder_frozen:
+            self.vectors = self.encode_once(articles, cache_bytes, show_progress)
+            if eval_articles and self.vectors is not None:
+                self.eval_vectors = self.encode_once(eval_articles, cache_bytes, show_progress)
+            if self.vectors is not None and scorer.settings.graph_features:
+                self.features = [torch.from_numpy(sentence_features(a.sentences)) for a in articles]
+                if self.eval_vectors is not None:
+                    self.eval_features = [torch.from_numpy(sentence_features(a.sentences)) for a in eval_articles]
+
+    def encode_once(self, articles: list[Article], cache_bytes: int, show_progress: bool
+                    ) -> list[torch.Tensor] | None:
+        """A frozen encoder's sentence vectors of `articles`, computed once (the encoder is then out of the
+        training step and of each evaluation), when they fit in `cache_bytes`; else None and the articles are read
+        again each time."""
+        from tqdm.auto import tqdm
+
+        width = self.scorer.config.hidden_size
+        if sum(len(a.sentences) for a in articles) * width * 4 > cache_bytes:
+            return None
+        out = []
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(articles), 8), desc="sentence vectors", disable=not show_progress):
+                part = [a.sentences for a in articles[i:i + 8]]
+                batch = self.scorer.batch(part)
+                vectors = self.scorer.sentence_vectors(*(batch[k] for k in ("input_ids", "attention_mask",
+                                                                             "token_type_ids", "sentence_index")))
+                out += [vectors[a, :len(s)].clone() for a, s in enumerate(part)]
+        return out
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = self.scorer.batch([self.articles[i].sentences for i in indices])
+        if self.vectors is not None:
+            vectors, mask = pad_vectors([self.vectors[i] for i in indices])
+            batch = {"sentence_vectors": vectors, "sentence_mask": mask}
+            if self.features is not None:
+                batch["sentence_features"] = pad_vectors([self.features[i] for i in indices])[0]
+        else:
+            batch = self.scorer.batch([self.articles[i].sentences for i in indices])
         labels = torch.zeros(batch["sentence_mask"].shape)
         for row, i in enumerate(indices):
             labels[row, self.articles[i].labels] = 1.0
@@ -112,7 +156,8 @@ class ExtractiveTask:
         if not self.eval_articles:
             return {}
         module = model.module if hasattr(model, "module") else model
-        return rouge_of(module, self.eval_articles, self.k, self.rouge_tokens)
+        return rouge_of(module, self.eval_articles, self.k, self.rouge_tokens, self.eval_vectors,
+                        self.eval_features)
 
 
 @dataclass
@@ -127,6 +172,10 @@ class ExtractiveTrainConfig:
     epochs: float = 3.0
     batch_size: int = 4  # articles per step
     head_lr: float = 0.0  # the new layers' peak learning rate; 0: the encoder's (train.lr)
+    # the encoder fixed, only the new layers train: its sentence vectors are computed once (held in memory up to
+    # cache_mb, beyond that re-read each step), so an epoch costs the small layers alone
+    freeze_encoder: bool = False
+    cache_mb: int = 4096
     scorer: ExtractiveConfig = field(default_factory=ExtractiveConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup=0.1, log_every=10,
                                                                    save_every=0, keep_checkpoints=1))
@@ -137,6 +186,7 @@ class ExtractiveTrainConfig:
         require("epochs", self.epochs, 0, above=True)
         require("batch_size", self.batch_size, 1)
         require("head_lr", self.head_lr, 0)
+        require("cache_mb", self.cache_mb, 0)
         require("layers", self.scorer.layers, 0)
         require("max_length", self.scorer.max_length, 8)
         require("max_sentence_pieces", self.scorer.max_sentence_pieces, 1)
@@ -162,12 +212,15 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
                                 resume=resume, overwrite=overwrite)
     cfg.train.run_id = target.run_id
     if target.resuming:
-        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RUN_SETTINGS)
+        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RUN_SETTINGS | {"cache_mb"})
     config_text = json.dumps(asdict(cfg), indent=2) + "\n"
     torch.manual_seed(cfg.train.seed)
     scorer = ExtractiveScorer.from_pretrained(cfg.model, cfg.scorer)
     scorer.head_lr_scale = cfg.head_lr / cfg.train.lr if cfg.head_lr else 1.0
-    task = ExtractiveTask(scorer, articles, cfg.batch_size, cfg.train.seed, eval_articles, cfg.k, cfg.rouge_tokens)
+    if cfg.freeze_encoder:
+        scorer.freeze_encoder()
+    task = ExtractiveTask(scorer, articles, cfg.batch_size, cfg.train.seed, eval_articles, cfg.k, cfg.rouge_tokens,
+                          cfg.cache_mb << 20, show_progress)
     steps_per_epoch = math.ceil(len(articles) / cfg.batch_size)
     cfg.train.steps = math.ceil(cfg.epochs * steps_per_epoch)
     cfg.train.eval_every = steps_per_epoch if eval_articles else 0

@@ -415,7 +415,8 @@ def train(model: torch.nn.Module, task: Task, cfg: TrainConfig, out: str | Path,
                 (loss * env.world).backward()
             for k, v in s.items():
                 window[k] = window.get(k, 0.0) + v
-            window_tokens += int(batch["attention_mask"].sum())
+            if "attention_mask" in batch:  # tokens read by the encoder (none where a recipe feeds it cached vectors)
+                window_tokens += int(batch["attention_mask"].sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
