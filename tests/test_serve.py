@@ -401,7 +401,7 @@ def test_page_marks_the_summary_sentences_in_the_article(server):
     ({"sentences": "one string"}, 400, "sentences: expected a non-empty list"),
     ({}, 400, "text: missing (or give sentences)"),
     ({"text": "One. Two.", "k": 0}, 400, "k: 0, must be at least 1"),
-    ({"text": "One. Two.", "method": "oracle"}, 400, "method: choose one of centrality, centroid, lead, textrank"),
+    ({"text": "One. Two.", "method": "oracle"}, 400, "method: choose one of centrality, centroid, lead, textrank, frequency"),
     ({"sentences": ["a sentence"] * 9}, 413, "sentences: 9 sentences, limit 8 per request"),
 ])
 def test_summarize_bad_input_is_a_4xx_naming_the_field(server, body, status, needle):
@@ -416,7 +416,7 @@ def test_http_summaries_are_the_librarys(server):
             "Critics said taxes rise. The mayor welcomed it.")
     sentences = split_text(text)
     encoder = server.app_predictors["encoder"]
-    for method in ("centrality", "centroid", "textrank", "lead"):
+    for method in ("centrality", "centroid", "textrank", "frequency", "lead"):
         status, out, _ = server.post("/v1/summarize", {"text": text, "k": 2, "method": method, "model": "encoder"})
         assert status == 200 and out["sentences"] == sentences
         assert out["summary_sentences"] == summarize(sentences, 2, method, vectors=encoder.embed(sentences))

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from bertkit.apps.summarize import (METHODS, centrality_scores, mmr_pick, oracle, split_text, summarize,
-                                    textrank_scores)
+from bertkit.apps.summarize import (METHODS, centrality_scores, frequency_scores, mmr_pick, oracle, split_text,
+                                    summarize, textrank_scores)
 from bertkit.metrics import rouge
 
 
@@ -40,6 +40,11 @@ def test_lead_textrank_and_oracle_pick_what_they_should():
     r = rouge(" ".join(SENTENCES[i] for i in picked), reference)
     assert r["rouge2"]["f"] == pytest.approx(1.0)
     assert summarize(SENTENCES[:2], 3, "centrality") == [0, 1]  # fewer sentences than k: all of them, no vectors
+    # Luhn: "bank" 4, "rates" 3, "central" and "raised" 2 ("raise" is another word; "interest", "again", "too" are
+    # stop words), over the top count (4): the first sentence 2+4+2+3+1 = 12, the third 1+1+2+4+2+3 = 13
+    freq = frequency_scores(SENTENCES)
+    np.testing.assert_allclose(freq * 4, [12, 7, 13, 3, 10])
+    assert summarize(SENTENCES, 2, "frequency") == [0, 2]
 
 
 def test_centroid_centrality_and_mmr_on_known_vectors():
@@ -97,7 +102,7 @@ def test_summarize_cli_end_to_end(minilm_dir, tmp_path, capsys, monkeypatch):
         assert r["summary"] == " ".join(r["sentences"][i] for i in r["summary_sentences"])
     assert len(rows[0]["sentences"]) == 5 and rows[2]["summary_sentences"] == [0]
     assert 3 not in rows[0]["summary_sentences"]  # not the weather
-    for method in ("lead", "textrank"):  # no model needed
+    for method in ("lead", "textrank", "frequency"):  # no model needed
         assert main(["summarize", "--input", str(src), "--output", str(out), "--method", method]) == 0
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 1, "text": ARTICLE}) + "\n", encoding="utf-8")
     assert main(["summarize", "--input", str(tmp_path / "bad.jsonl"), "--output", str(out), "--method",

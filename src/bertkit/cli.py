@@ -908,7 +908,7 @@ def add_summarize(s) -> None:
     add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "max_chars"), choices={"method": list(METHODS)},
                help={"k": "sentences per summary (default %(default)s)",
                      "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
-                               "centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
+                               "frequency (Luhn's word frequencies), centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
                                "scorer, bertkit summarize-train) (default %(default)s)",
                      "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
                      "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default "

@@ -42,24 +42,29 @@ class ExtractiveConfig:
     # tokens ([CLS] and [SEP] included): the vector a sentence-transformers encoder was trained to give, where its
     # [CLS] outputs barely differ between sentences (all-MiniLM-L6-v2: a scorer on them learned only the base rate)
     pooling: str = "mean"
-    # each sentence's place in its article's TF-IDF graph (`sentence_features`) beside its vector: what the
-    # unsupervised TextRank reads, for the scorer to weigh against the encoder's meaning
+    # what the unsupervised methods read (`sentence_features`: TextRank's graph, word frequencies, position)
+    # beside each sentence's vector, for the scorer to weigh against the encoder's meaning
     graph_features: bool = False
 
 
-GRAPH_FEATURES = 3
+GRAPH_FEATURES = 5
 
 
 def sentence_features(sentences: Sequence[str]) -> np.ndarray:
-    """(sentences, 3) per sentence: its TextRank score times the number of sentences (mean 1), the fraction of
-    the article's sentences ranked above it by that score, and its relative position."""
-    from bertkit.apps.summarize import textrank_scores
+    """(sentences, 5) per sentence: its TextRank score and its Luhn word-frequency score (`apps.summarize`), each
+    over the article's mean, the fraction of the article's sentences ranked above it by each, and its relative
+    position."""
+    from bertkit.apps.summarize import frequency_scores, textrank_scores
 
     n = len(sentences)
-    score = textrank_scores(sentences) * n if n > 1 else np.ones(1)
-    rank = np.empty(n)
-    rank[np.argsort(-score, kind="stable")] = np.arange(n)
-    return np.stack([score, rank / n, np.arange(n) / n], axis=1).astype(np.float32)
+    columns = []
+    for score in (textrank_scores(sentences), frequency_scores(sentences)):
+        mean = score.mean()
+        score = score / mean if mean > 0 else np.ones(n)
+        rank = np.empty(n)
+        rank[np.argsort(-score, kind="stable")] = np.arange(n)
+        columns += [score, rank / n]
+    return np.stack([*columns, np.arange(n) / n], axis=1).astype(np.float32)
 
 
 def pad_vectors(vectors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems
 PAIRS = {"type": "array", "minItems": 1,
          "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2, "maxItems": 2}}
 MODEL = {"type": "string", "description": "which served model (default: the first)"}
-SERVED_SUMMARIES = ("centrality", "centroid", "lead", "textrank")  # the oracle needs a reference: the CLI's
+SERVED_SUMMARIES = ("centrality", "centroid", "lead", "textrank", "frequency")  # the oracle needs a reference: the CLI's
 
 
 @dataclass
