@@ -98,7 +98,7 @@ def main() -> None:
               "english": {}}
     for label, ks in (("k = 3", [3] * len(held)), ("length-matched k", [reference_sentences(r) for _, r in held])):
         print(f"\nBBC, {len(held)} held-out articles, {label} (mean k {statistics.mean(ks):.1f}); ROUGE-1 / 2 / L F1")
-        for method in ("lead", "textrank", "centroid", "centrality", "oracle"):
+        for method in ("lead", "textrank", "frequency", "centroid", "centrality", "oracle"):
             extra = settings if method == "centrality" else {}
             picks = [summarize(s, k, method, vectors=vectors[i], reference=ref, **extra)
                      for (s, ref), k, i in zip(held, ks, test)]
@@ -122,7 +122,7 @@ def main() -> None:
     print(f"\nKorean science news, {len(docs)} articles, human-marked sentences ({ko_model})")
     report["korean"] = {"model": ko_model}
     for label in ("k = 3", "k = marked"):
-        for method in ("lead", "textrank", "centroid", "centrality"):
+        for method in ("lead", "textrank", "frequency", "centroid", "centrality"):
             f1s, r2s = [], []
             for d in docs:
                 s, gold = d["sentences"], d["summaries"]

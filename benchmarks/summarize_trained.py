@@ -52,7 +52,7 @@ def write(path: Path, articles) -> str:
 def korean_folds(args) -> dict:
     docs = korean()
     folds = 5
-    picks = {label: {m: [] for m in ("trained", "lead", "textrank")} for label in ("k = 3", "k = marked")}
+    picks = {label: {m: [] for m in ("trained", "lead", "textrank", "frequency")} for label in ("k = 3", "k = marked")}
     for f in range(folds):
         test = [d for i, d in enumerate(docs) if i % folds == f]
         train_docs = [d for i, d in enumerate(docs) if i % folds != f]
