@@ -8,6 +8,7 @@ official metric, the wall time, and the published score of a comparable model.
     python benchmarks/finetune.py --only squad --save-every 25   # a long job in parts: stop it any time, then
     python benchmarks/finetune.py --only squad --save-every 25 --resume   # (its time: the parts' loop times summed)
     python benchmarks/finetune.py --korean DIR --select-lr 5e-5,1e-4,3e-4   # each job's lr chosen first
+    python benchmarks/finetune.py --korean DIR --only korsts,klue-sts-after-korsts   # KLUE-STS after KorSTS
 
 `--select-lr`: before each job, one run per learning rate with `--validation 0.1` (trained on 90 % of the job's
 training examples, scored on the other 10 %, held out by group or text: never the evaluation split); the job then
@@ -67,6 +68,14 @@ KOREAN_JOBS = [
      "klue/bert-base, supervised SimCSE on KorNLI: 86.0 cosine Spearman (KorSTS test; a bi-encoder)"),
 ]
 
+# Intermediate-task training (STILTs, Phang et al. 2018): a Korean job started from another job's fine-tuned model
+# (its output directory under --out, which must have run first): KLUE-STS has 421 training pairs here, KorSTS 5,749.
+KOREAN_AFTER = [
+    ("klue-sts-after-korsts", "klue-sts", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "30",
+                                                                          "--lr", "3e-4"],
+     "KLUE-BERT-base: 90.9 Pearson (dev; 11,668 training pairs)", "korsts"),
+]
+
 # The BERT paper's feature-based table: BERT-base, CoNLL-2003 dev F1, two-layer 768-d BiLSTM on frozen layers.
 FEATURE_JOBS = [("embeddings", 91.0), ("second_to_last", 95.6), ("last", 94.9), ("sum_last_four", 95.9),
                 ("concat_last_four", 96.1), ("sum_all", 95.5)]
@@ -104,6 +113,7 @@ def main() -> None:
                   f"BERT-base: {paper} F1 (dev)"), str(packaged_model_dir())) for mode, paper in FEATURE_JOBS]
     if args.korean:
         jobs += [(j, args.korean) for j in KOREAN_JOBS]
+        jobs += [(j[:6], str(Path(args.out) / j[6])) for j in KOREAN_AFTER]
     if args.only:
         keep = set(args.only.split(","))
         jobs = [(j, m) for j, m in jobs if j[0] in keep]
@@ -119,6 +129,9 @@ def main() -> None:
     results = []
     for (name, task, data, split, extra, published), model in jobs:
         out = Path(args.out) / name
+        if not (Path(model) / "config.json").exists():
+            print(f"{name}: skipped: starts from {model}, which has no model (run its job first)", file=sys.stderr)
+            continue
         argv = ["finetune", "--task", task, "--model", model, "--data", str(DATA / data), "--out", str(out),
                 "--threads", str(args.threads), *extra]
         selection, chose_at = {}, time.perf_counter()
