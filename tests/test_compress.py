@@ -513,16 +513,35 @@ def test_openvino_keeps_compiled_models_in_bertkits_cache(tmp_path, tok, cache, 
 
     tiny(BertForSequenceClassification, layers=2, num_labels=3).save_pretrained(tmp_path / "clf", tokenizer=tok)
     first = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
-    blobs = list((cache.parent / "openvino").glob("*.blob"))
+    blobs = list((cache.parent / "openvino").rglob("*.blob"))
     assert len(blobs) == 1
     again = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
-    assert list((cache.parent / "openvino").glob("*.blob")) == blobs  # read, not compiled anew
+    assert list((cache.parent / "openvino").rglob("*.blob")) == blobs  # read, not compiled anew
     texts = ["a fine film", "좋은 영화", "word " * 30]
     for a, b in zip(first.classify(texts), again.classify(texts)):
         assert list(a["probs"].values()) == pytest.approx(list(b["probs"].values()), abs=1e-6)
-    monkeypatch.setattr(openvino_rt, "compiled_cache", lambda: None)
+    monkeypatch.setattr(openvino_rt, "compiled_cache", lambda bf16, threads: None)
     plain = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
     assert plain.classify(texts)[0]["label"] == first.classify(texts)[0]["label"]
+
+
+def test_fp32_and_bf16_compiles_of_one_model_never_share_a_cached_blob(tmp_path, tok, cache):
+    """OpenVINO's cache key (2026.4) leaves out the precision hint: with one cache directory an fp32 compile's blob
+    was read back for a later bf16 load of the same model, which then answered NaN on an AMX CPU (and a bf16 blob
+    would be read as fp32). Each precision and thread count has its own directory."""
+    pytest.importorskip("openvino")
+    from bertkit.infer import openvino_rt
+
+    dirs = {openvino_rt.compiled_cache(bf16, threads) for bf16 in (False, True) for threads in (0, 1, 2)}
+    assert len(dirs) == 6 and all(d.parent == cache.parent / "openvino" for d in dirs)
+    tiny(BertForSequenceClassification, layers=2, num_labels=3).save_pretrained(tmp_path / "clf", tokenizer=tok)
+    Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(backend="openvino", threads=1))
+    assert [p.parent.name for p in (cache.parent / "openvino").rglob("*.blob")] == ["f32-threads1"]
+    if cpu_has_bf16():
+        bf16 = Predictor.from_pretrained(tmp_path / "clf", PredictorSettings(bf16=True, threads=1))
+        assert not np.isnan([list(r["probs"].values()) for r in bf16.classify(["a fine film", "좋은 영화"])]).any()
+        assert sorted(p.parent.name for p in (cache.parent / "openvino").rglob("*.blob")) == ["bf16-threads1",
+                                                                                            "f32-threads1"]
 
 
 def test_predict_cli_on_openvino(tmp_path, tok, cache, caplog):

@@ -42,12 +42,14 @@ def _require_openvino():
     return openvino
 
 
-def compiled_cache() -> Path | None:
-    """Where OpenVINO keeps compiled models (keyed by the model file and the compile options), under bertkit's
-    cache; None when that cannot be written (each load then compiles again)."""
+def compiled_cache(bf16: bool, threads: int) -> Path | None:
+    """Where OpenVINO keeps the compiled models of this precision and thread count, under bertkit's cache; None
+    when that cannot be written (each load then compiles again). A directory per setting: OpenVINO's own cache key
+    (2026.4) leaves out the precision hint, so one directory handed a later bf16 load the fp32 blob of the same
+    model (NaN out, on an AMX CPU)."""
     from bertkit.infer.onnxrt import cache_dir
 
-    path = cache_dir() / "openvino"
+    path = cache_dir() / "openvino" / f"{'bf16' if bf16 else 'f32'}-threads{threads}"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -71,7 +73,7 @@ class OpenVinoModel(GraphModel):
         options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
-        blobs = compiled_cache()
+        blobs = compiled_cache(bf16, threads)
         if blobs is not None:  # OpenVINO's own model cache: a later load reads the compiled blob (~10x faster)
             options["CACHE_DIR"] = str(blobs)
         try:
