@@ -201,7 +201,9 @@ def test_find_duplicates_with_minilm(minilm_dir):
         assert s == pytest.approx(float(v[i] @ v[j]), abs=1e-5) and s >= 0.8
     # the same pairs from texts and a model, from the vectors, and from a model directory
     mined = paraphrase_mining(model, TEXTS, top_k=1)
-    assert mined == paraphrase_mining(v, top_k=1)
+    from_vectors = paraphrase_mining(v, top_k=1)  # the model's path encodes in its own batches: float noise apart
+    assert [p[1:] for p in mined] == [p[1:] for p in from_vectors]
+    np.testing.assert_allclose([p[0] for p in mined], [p[0] for p in from_vectors], atol=1e-6)
     by_dir = paraphrase_mining(str(minilm_dir), TEXTS, top_k=1)
     assert [p[1:] for p in by_dir] == [p[1:] for p in mined]
 
