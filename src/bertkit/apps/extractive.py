@@ -10,6 +10,11 @@ transformer (`layers` pre-LN layers) and a linear scorer: one logit per sentence
 labels (`train.extractive`). At selection, the best sentences are taken in score order, skipping one that shares
 a word trigram with those already chosen (the paper's trigram blocking: `apps.summarize.pick`).
 
+Two departures, both optional: `graph_features` adds to each sentence's vector what the unsupervised methods read
+(TextRank and word-frequency scores, their ranks, the position: `sentence_features`), and `freeze_encoder()` keeps
+the encoder fixed so that training reads its sentence vectors once (`sentence_vectors`, then `head`); on a few
+hundred articles that trains in minutes where fine-tuning the encoder stayed near lead (benchmarks/RESULTS.md).
+
 Saved as a directory: the encoder as a Hugging Face checkpoint (config.json, model.safetensors, the tokenizer's
 files) and `extractive_head.safetensors` + `extractive_config.json` for the rest.
 """
