@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--head-lr", type=float, default=0.0, help="the new layers' learning rate (0: --lr's)")
-    ap.add_argument("--graph-features", action="store_true", help="TextRank score, rank and position as inputs")
+    ap.add_argument("--graph-features", action="store_true", help="TextRank and frequency scores, ranks, position")
     ap.add_argument("--label-k", type=int, default=3, help="BBC: the greedy oracle's sentences labelled per article")
     ap.add_argument("--freeze-encoder", action="store_true", help="the new layers alone, on fixed sentence vectors")
     ap.add_argument("--select-only", action="store_true", help="stop after choosing the learning rate")

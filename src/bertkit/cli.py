@@ -908,7 +908,8 @@ def add_summarize(s) -> None:
     add_params(s, summarize_file, ("k", "method", "lexical", "mmr", "max_chars"), choices={"method": list(METHODS)},
                help={"k": "sentences per summary (default %(default)s)",
                      "method": "centrality (PageRank over TF-IDF and sentence-vector cosines), lead, textrank, "
-                               "frequency (Luhn's word frequencies), centroid, oracle (greedy ROUGE against 'reference'), or trained (a BertSum-style "
+                               "frequency (Luhn's word frequencies), centroid, oracle (greedy ROUGE against "
+                               "'reference'), or trained (a BertSum-style "
                                "scorer, bertkit summarize-train) (default %(default)s)",
                      "lexical": "centrality: the TF-IDF share of the graph's edges (default %(default)s)",
                      "mmr": "centrality: 1 ranks by score; lower trades score for novelty (MMR) (default "
@@ -973,7 +974,8 @@ def add_summarize_train(s) -> None:
                    "head_lr": "the new layers' peak learning rate (default: --lr's)"})
     add_params(s, ExtractiveConfig, ("layers", "max_length", "max_sentence_pieces", "graph_features"), help={
         "layers": "inter-sentence transformer layers (default %(default)s)",
-        "graph_features": "each sentence's TextRank score, its rank and its position beside its vector",
+        "graph_features": "each sentence's TextRank and word-frequency scores, their ranks and its position "
+                          "beside its vector",
         "max_length": "tokens per window (default %(default)s)",
         "max_sentence_pieces": "pieces of a sentence read (default %(default)s)"})
     add_fields(s, ExtractiveTrainConfig().train, SBERT_TRAIN, help=TRAIN_HELP, choices=TRAIN_CHOICES)

@@ -34,6 +34,14 @@ class Article:
     labels: list[int]
 
 
+@dataclass
+class Cached:
+    """A frozen encoder's sentence vectors of some articles, one (sentences, hidden) tensor each, and their graph
+    features (None for a scorer without them)."""
+    vectors: list[torch.Tensor]
+    features: list[torch.Tensor] | None
+
+
 def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1_000_000) -> list[Article]:
     """The articles of a JSON-lines file, labelled (see the module docstring); errors name the line."""
     from bertkit.apps.summarize import _article, oracle
@@ -60,20 +68,19 @@ def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1
 
 
 def rouge_of(scorer: ExtractiveScorer, articles: list[Article], k: int, rouge_tokens: str,
-             vectors: list[torch.Tensor] | None = None, features: list[torch.Tensor] | None = None
-             ) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 x 100 of the `k` sentences picked (trigram blocking) against each reference (`vectors`
-    and `features`: the articles' sentence vectors from a frozen encoder and graph features, computed before)."""
+             cached: Cached | None = None) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 x 100 of the `k` sentences picked (trigram blocking) against each reference (`cached`:
+    the articles' frozen-encoder sentence vectors and graph features, computed before)."""
     from bertkit.metrics import rouge
 
     scored = [i for i, a in enumerate(articles) if a.reference is not None]
     if not scored:
         return {}
-    if vectors is None:
+    if cached is None:
         scores = scorer.scores([articles[i].sentences for i in scored])
     else:
-        scores = scorer.scores_of_vectors([vectors[i] for i in scored],
-                                          [features[i] for i in scored] if features is not None else None)
+        scores = scorer.scores_of_vectors([cached.vectors[i] for i in scored],
+                                          [cached.features[i] for i in scored] if cached.features else None)
     results = []
     for a, s in zip([articles[i] for i in scored], scores):
         chosen = pick(a.sentences, s.tolist(), k)
@@ -90,26 +97,23 @@ class ExtractiveTask:
         self.scorer, self.articles, self.batch_size = scorer, articles, batch_size
         self.eval_articles, self.k, self.rouge_tokens = eval_articles, k, rouge_tokens
         self.schedule = Schedule(len(articles), batch_size, seed)
-        self.vectors = self.eval_vectors = self.features = self.eval_features = None
+        self.cached = self.eval_cached = None
         if scorer.encoder_frozen:
-            self.vectors = self.encode_once(articles, cache_bytes, show_progress)
-            if eval_articles and self.vectors is not None:
-                self.eval_vectors = self.encode_once(eval_articles, cache_bytes, show_progress)
-            if self.vectors is not None and scorer.settings.graph_features:
-                self.features = [torch.from_numpy(sentence_features(a.sentences)) for a in articles]
-                if self.eval_vectors is not None:
-                    self.eval_features = [torch.from_numpy(sentence_features(a.sentences)) for a in eval_articles]
+            self.cached = self.encode_once(articles, cache_bytes, show_progress)
+            if eval_articles and self.cached is not None:
+                self.eval_cached = self.encode_once(eval_articles, cache_bytes, show_progress)
 
-    def encode_once(self, articles: list[Article], cache_bytes: int, show_progress: bool
-                    ) -> list[torch.Tensor] | None:
-        """A frozen encoder's sentence vectors of `articles`, computed once (the encoder is then out of the
-        training step and of each evaluation), when they fit in `cache_bytes`; else None and the articles are read
-        again each time."""
+    def encode_once(self, articles: list[Article], cache_bytes: int, show_progress: bool) -> Cached | None:
+        """A frozen encoder's sentence vectors of `articles` (and their graph features), computed once (the encoder
+        is then out of the training step and of each evaluation), when they fit in `cache_bytes`; else None and
+        the articles are read again each time."""
         from tqdm.auto import tqdm
 
         width = self.scorer.config.hidden_size
         if sum(len(a.sentences) for a in articles) * width * 4 > cache_bytes:
             return None
+        features = ([torch.from_numpy(sentence_features(a.sentences)) for a in articles]
+                    if self.scorer.settings.graph_features else None)
         out = []
         with torch.inference_mode():
             for i in tqdm(range(0, len(articles), 8), desc="sentence vectors", disable=not show_progress):
@@ -118,14 +122,14 @@ class ExtractiveTask:
                 vectors = self.scorer.sentence_vectors(*(batch[k] for k in ("input_ids", "attention_mask",
                                                                              "token_type_ids", "sentence_index")))
                 out += [vectors[a, :len(s)].clone() for a, s in enumerate(part)]
-        return out
+        return Cached(out, features)
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        if self.vectors is not None:
-            vectors, mask = pad_vectors([self.vectors[i] for i in indices])
+        if self.cached is not None:
+            vectors, mask = pad_vectors([self.cached.vectors[i] for i in indices])
             batch = {"sentence_vectors": vectors, "sentence_mask": mask}
-            if self.features is not None:
-                batch["sentence_features"] = pad_vectors([self.features[i] for i in indices])[0]
+            if self.cached.features is not None:
+                batch["sentence_features"] = pad_vectors([self.cached.features[i] for i in indices])[0]
         else:
             batch = self.scorer.batch([self.articles[i].sentences for i in indices])
         labels = torch.zeros(batch["sentence_mask"].shape)
@@ -156,8 +160,7 @@ class ExtractiveTask:
         if not self.eval_articles:
             return {}
         module = model.module if hasattr(model, "module") else model
-        return rouge_of(module, self.eval_articles, self.k, self.rouge_tokens, self.eval_vectors,
-                        self.eval_features)
+        return rouge_of(module, self.eval_articles, self.k, self.rouge_tokens, self.eval_cached)
 
 
 @dataclass
@@ -212,7 +215,8 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
                                 resume=resume, overwrite=overwrite)
     cfg.train.run_id = target.run_id
     if target.resuming:
-        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg), RUN_SETTINGS | {"cache_mb"})
+        refuse_changed_config(target.path / "extractive_train_config.json", asdict(cfg),
+                              RUN_SETTINGS | {"cache_mb"})
     config_text = json.dumps(asdict(cfg), indent=2) + "\n"
     torch.manual_seed(cfg.train.seed)
     scorer = ExtractiveScorer.from_pretrained(cfg.model, cfg.scorer)
