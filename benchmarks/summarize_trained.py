@@ -91,7 +91,7 @@ def train(name: str, model: str, train_set, eval_set, args, lr: float) -> tuple[
                                 eval_file=write(RUNS / f"{name}-eval.jsonl", eval_set) if eval_set else "",
                                 out=str(RUNS / name), epochs=args.epochs, batch_size=args.batch_size,
                                 scorer=ExtractiveConfig(layers=args.layers, graph_features=args.graph_features),
-                                freeze_encoder=args.freeze_encoder, label_k=args.label_k)
+                                freeze_encoder=args.freeze_encoder, label_k=args.label_k, targets=args.targets)
     cfg.train.lr, cfg.train.threads, cfg.head_lr = lr, args.threads, args.head_lr
     start = time.perf_counter()
     result = run_extractive(cfg, overwrite=True)
@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--head-lr", type=float, default=0.0, help="the new layers' learning rate (0: --lr's)")
     ap.add_argument("--graph-features", action="store_true", help="TextRank and frequency scores, ranks, position")
     ap.add_argument("--label-k", type=int, default=3, help="BBC: the greedy oracle's sentences labelled per article")
+    ap.add_argument("--targets", choices=("oracle", "rouge"), default="oracle",
+                    help="BBC: the oracle's sentences as 1s, or each sentence's ROUGE-2 recall as a soft label")
     ap.add_argument("--freeze-encoder", action="store_true", help="the new layers alone, on fixed sentence vectors")
     ap.add_argument("--select-only", action="store_true", help="stop after choosing the learning rate")
     ap.add_argument("--korean", default=None, help="the Korean articles instead, with this encoder")
@@ -127,7 +129,8 @@ def main() -> None:
     tune, held = articles[:args.tune], articles[args.tune:]
     report = {"model": model, "epochs": args.epochs, "batch_size": args.batch_size, "layers": args.layers,
               "freeze_encoder": args.freeze_encoder,
-              "graph_features": args.graph_features, "label_k": args.label_k, "select": {}, "folds": []}
+              "graph_features": args.graph_features, "label_k": args.label_k, "targets": args.targets,
+              "select": {}, "folds": []}
     rates = [float(x) for x in args.select_lr.split(",")]
     report["head_lr"] = args.head_lr
     if len(rates) > 1 or args.select_only:

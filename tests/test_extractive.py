@@ -269,3 +269,34 @@ def test_the_new_layers_can_learn_faster_than_the_encoder(encoder_dir):
     assert all(rate[id(p)] == pytest.approx(1e-3) for n, p in scorer.named_parameters() if not n.startswith("encoder."))
     plain = adamw(scorer.encoder, 5e-5)  # a model without lr_multiplier: the two decay groups, one rate
     assert len(plain.param_groups) == 2 and {g["lr"] for g in plain.param_groups} == {5e-5}
+
+
+def test_rouge_targets_rank_the_reference_sentences_by_the_share_of_it_they_carry(tmp_path):
+    """--targets rouge: each sentence's ROUGE-2 recall against the reference over the article's best; the oracle's
+    set labels give a long and a short summary sentence the same 1."""
+    from bertkit.train.extractive import ExtractiveTask, read_articles
+
+    sentences = ["the council approved a new budget for the schools of the city on monday.", "it rained.",
+                 "schools will get the money next year.", "a dog was seen in the park."]
+    reference = "the council approved a new budget for the schools of the city on monday. schools will get the money"
+    (tmp_path / "a.jsonl").write_text(json.dumps({"sentences": sentences, "reference": reference}) + "\n" +
+                                      json.dumps({"sentences": sentences, "labels": [1]}) + "\n")
+    oracle, marked = read_articles(str(tmp_path / "a.jsonl"), 2, "rouge-score")
+    assert oracle.labels == [0, 2] and oracle.targets is None
+    soft, marked = read_articles(str(tmp_path / "a.jsonl"), 2, "rouge-score", targets="rouge")
+    # the reference's bigrams: 13 of its first sentence, 4 of its second, "monday schools": sentence 0 carries 13,
+    # sentence 2 the 4 of "schools will get the money" ("money next", "next year" are not in it), the others none
+    assert soft.targets == pytest.approx([1.0, 0.0, 4 / 13, 0.0])
+    assert marked.targets is None and marked.labels == [1]  # people's marks stay 1s
+
+    class Frozen:  # what ExtractiveTask reads of a scorer whose vectors are not cached
+        encoder_frozen = False
+
+        @staticmethod
+        def batch(articles):
+            n = max(len(a) for a in articles)
+            return {"sentence_mask": torch.tensor([[i < len(a) for i in range(n)] for a in articles])}
+
+    task = ExtractiveTask(Frozen(), [soft, marked], 2, 0, None, 3, "rouge-score")
+    labels = task.collate([0, 1])["labels"]
+    assert labels[0].tolist() == pytest.approx([1.0, 0.0, 4 / 13, 0.0]) and labels[1].tolist() == [0, 1, 0, 0]

@@ -960,14 +960,17 @@ def add_summarize_train(s) -> None:
     s.add_argument("--eval", dest="eval_file", default="", help="the same, with references: ROUGE after every epoch, "
                                                                 "the best epoch kept")
     s.add_argument("--out", required=True)
-    add_params(s, ExtractiveTrainConfig, ("label_k", "k", "rouge_tokens", "epochs", "batch_size", "head_lr",
-                                          "freeze_encoder", "cache_mb"),
-               choices={"rouge_tokens": ["rouge-score", "unicode"]}, help={
+    add_params(s, ExtractiveTrainConfig, ("label_k", "targets", "k", "rouge_tokens", "epochs", "batch_size",
+                                          "head_lr", "freeze_encoder", "cache_mb"),
+               choices={"rouge_tokens": ["rouge-score", "unicode"], "targets": ["oracle", "rouge"]}, help={
                    "freeze_encoder": "train the new layers alone on the encoder's fixed sentence vectors, "
                                      "computed once: an epoch costs seconds (small data: fewer weights to fit)",
                    "cache_mb": "--freeze-encoder: the sentence vectors kept in memory up to this size, beyond it "
                                "re-read each step (default %(default)s)",
                    "label_k": "oracle sentences labelled per article (default %(default)s)",
+                   "targets": "articles with a reference: oracle (its label_k sentences are 1s) or rouge (each "
+                              "sentence's ROUGE-2 recall over the article's best, a soft label) (default "
+                              "%(default)s)",
                    "k": "sentences picked when evaluating (default %(default)s)",
                    "rouge_tokens": "unicode for Korean (default %(default)s)",
                    "epochs": "(default %(default)s)", "batch_size": "articles per step (default %(default)s)",
@@ -988,7 +991,8 @@ def run_summarize_train(args) -> None:
     from bertkit.train.extractive import ExtractiveTrainConfig, run_extractive
 
     cfg = ExtractiveTrainConfig(model=args.model, train_file=args.train_file, eval_file=args.eval_file,
-                                out=args.out, label_k=args.label_k, k=args.k, rouge_tokens=args.rouge_tokens,
+                                out=args.out, label_k=args.label_k, targets=args.targets, k=args.k,
+                                rouge_tokens=args.rouge_tokens,
                                 epochs=args.epochs, batch_size=args.batch_size, head_lr=args.head_lr,
                                 freeze_encoder=args.freeze_encoder, cache_mb=args.cache_mb,
                                 scorer=ExtractiveConfig(layers=args.layers, max_length=args.max_length,

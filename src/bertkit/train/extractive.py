@@ -2,8 +2,10 @@
 
 Each training article is a JSON line: `{"text": ...}` (split into sentences by bertkit) or `{"sentences": [...]}`,
 with either `"reference"` (a summary: the labels are the greedy ROUGE oracle's `label_k` sentences, as BertSum
-labels CNN/DailyMail) or `"labels"` (the indices of the summary sentences, e.g. marked by people). The loss is the
-binary cross-entropy of each sentence's logit, summed over sentences and divided by their number in the step. A
+labels CNN/DailyMail; or, with `targets="rouge"`, each sentence's own ROUGE-2 recall against the reference over the
+article's highest, a soft label that ranks the summary's sentences by how much of it each one carries) or
+`"labels"` (the indices of the summary sentences, e.g. marked by people). The loss is the binary cross-entropy of
+each sentence's logit, summed over sentences and divided by their number in the step. A
 step is `batch_size` articles, drawn from the loop's (seed, step) schedule. With an evaluation file (the same
 format, with references), ROUGE-1/2/L F1 of the `k` sentences picked with trigram blocking is logged after every
 epoch and the best epoch (by ROUGE-2) is what `out/` holds; without one, the last epoch is.
@@ -32,6 +34,7 @@ class Article:
     sentences: list[str]
     reference: str | None
     labels: list[int]
+    targets: list[float] | None = None  # soft labels, one per sentence (`rouge_targets`); None: `labels` are the 1s
 
 
 @dataclass
@@ -42,7 +45,19 @@ class Cached:
     features: list[torch.Tensor] | None
 
 
-def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1_000_000) -> list[Article]:
+def rouge_targets(sentences: list[str], reference: str, rouge_tokens: str) -> list[float]:
+    """Each sentence's ROUGE-2 recall against `reference` (the share of the reference's bigrams it has) over the
+    article's highest: where the reference is long and k is small, the sentences worth picking are those that carry
+    most of it, which the oracle's set labels do not tell apart."""
+    from bertkit.metrics import rouge
+
+    recall = [rouge(s, reference, rouge_tokens)["rouge2"]["recall"] for s in sentences]
+    top = max(recall, default=0.0)
+    return [r / top if top > 0 else 0.0 for r in recall]
+
+
+def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1_000_000,
+                  targets: str = "oracle") -> list[Article]:
     """The articles of a JSON-lines file, labelled (see the module docstring); errors name the line."""
     from bertkit.apps.summarize import _article, oracle
     from bertkit.infer.batchio import read_json_lines
@@ -61,7 +76,9 @@ def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1
         else:
             raise ValueError(f"{path}: line {lineno}: needs a field 'reference' (a summary) or 'labels' (sentence "
                              f"indices)")
-        out.append(Article(sentences, reference, sorted(set(labels))))
+        soft = (rouge_targets(sentences, reference, rouge_tokens)
+                if targets == "rouge" and item.get("labels") is None else None)
+        out.append(Article(sentences, reference, sorted(set(labels)), soft))
     if not out:
         raise ValueError(f"{path}: no article in it")
     return out
@@ -134,7 +151,11 @@ class ExtractiveTask:
             batch = self.scorer.batch([self.articles[i].sentences for i in indices])
         labels = torch.zeros(batch["sentence_mask"].shape)
         for row, i in enumerate(indices):
-            labels[row, self.articles[i].labels] = 1.0
+            a = self.articles[i]
+            if a.targets is not None:
+                labels[row, :len(a.targets)] = torch.tensor(a.targets)
+            else:
+                labels[row, a.labels] = 1.0
         return {**batch, "labels": labels}
 
     def micro_batches(self, step, rank, world, accum):
@@ -170,6 +191,7 @@ class ExtractiveTrainConfig:
     eval_file: str = ""  # "": no evaluation, the last epoch is kept
     out: str = "runs/extractive"
     label_k: int = 3  # the oracle's sentences per article (the labels of articles given with a reference)
+    targets: str = "oracle"  # or "rouge": soft labels, each sentence's ROUGE-2 recall over the article's best
     k: int = 3  # sentences picked when evaluating
     rouge_tokens: str = "rouge-score"  # or "unicode" (Korean: rouge-score's tokenisation deletes Hangul)
     epochs: float = 3.0
@@ -196,6 +218,8 @@ class ExtractiveTrainConfig:
         if self.scorer.max_sentence_pieces + 2 > self.scorer.max_length:
             raise ValueError(f"--max-sentence-pieces {self.scorer.max_sentence_pieces}: a sentence and its [CLS] "
                              f"and [SEP] must fit --max-length {self.scorer.max_length}")
+        if self.targets not in ("oracle", "rouge"):
+            raise ValueError(f"--targets {self.targets}: choose oracle or rouge")
         if self.rouge_tokens not in ("rouge-score", "unicode"):
             raise ValueError(f"--rouge-tokens {self.rouge_tokens}: choose rouge-score or unicode")
         self.train.validate()
@@ -207,7 +231,7 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
     """Train a scorer from `cfg.model` on `cfg.train_file`; the model, metrics.jsonl and eval_results.json to
     `cfg.out`."""
     cfg.validate()
-    articles = read_articles(cfg.train_file, cfg.label_k, cfg.rouge_tokens)  # bad input before anything is written
+    articles = read_articles(cfg.train_file, cfg.label_k, cfg.rouge_tokens, targets=cfg.targets)  # bad input first
     eval_articles = read_articles(cfg.eval_file, cfg.label_k, cfg.rouge_tokens) if cfg.eval_file else None
     if eval_articles is not None and not any(a.reference is not None for a in eval_articles):
         raise ValueError(f"{cfg.eval_file}: evaluation needs articles with a 'reference'")
