@@ -232,7 +232,9 @@ def test_cli_trains_a_scorer_and_summarizes_with_it(encoder_dir, tmp_path, capsy
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"sentences": a["sentences"]}) for a in held) + "\n")
     assert main(["summarize-train", "--model", str(encoder_dir), "--train", str(tmp_path / "train.jsonl"), "--out",
                  str(tmp_path / "scorer"), "--label-k", "2", "--epochs", "10", "--batch-size", "8", "--layers", "0",
-                 "--max-length", "64", "--max-sentence-pieces", "30", "--lr", "3e-3", "--threads", "1"]) == 0
+                 "--max-length", "64", "--max-sentence-pieces", "30", "--lr", "3e-3", "--threads", "1",
+                 "--targets", "rouge"]) == 0
+    assert json.loads((tmp_path / "scorer" / "extractive_train_config.json").read_text())["targets"] == "rouge"
     assert main(["summarize", "--model", str(tmp_path / "scorer"), "--method", "trained", "--k", "2", "--input",
                  str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]) == 0
     out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
