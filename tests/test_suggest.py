@@ -67,6 +67,17 @@ def canonical_words(tok, max_pieces: int) -> list[list[int]]:
     return out
 
 
+def test_masked_log_probs_of_a_batch_are_each_rows_own(predictor):
+    """The MLM head runs once over every mask of a batch: rows with different numbers of masks and lengths get
+    their own masks' log-probabilities, in order."""
+    m, v = predictor.tok.mask_id, predictor.tok.vocab
+    rows = [[v["the"], m, v["sat"]], [m, m, v["on"], v["a"], m], [v["dog"], m, m, v["."]]]
+    batched = predictor.masked_log_probs([predictor.tok.build_inputs(r) for r in rows], lambda lp: lp.clone(),
+                                         "test-batch")
+    for r, got in zip(rows, batched):
+        assert torch.allclose(got, log_probs(predictor, r), atol=1e-5)
+
+
 def test_beam_as_wide_as_the_vocabulary_equals_exhaustive_search(predictor):
     """Every canonical word of one or two pieces scored by hand; the suggester's list is their top, in order."""
     tok = predictor.tok

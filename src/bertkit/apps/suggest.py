@@ -74,6 +74,10 @@ class Suggester:
         # a word may start with any piece
         self.first_any = settings.whole_words and self.tok.word_markers()[1] == "Ġ"
         self.allowed_first = torch.from_numpy(~specials) if self.first_any else self.allowed_start
+        # the three sets as one additive mask (0 where allowed, -inf elsewhere): one add and one topk a row
+        allowed = torch.stack([self.allowed_start, self.allowed_next, self.allowed_first])
+        self._bias = torch.zeros(allowed.shape).masked_fill_(~allowed, -math.inf)
+        self._sizes = allowed.sum(1).tolist()
         # the room a text has for its words: the window less the template's specials
         self.room = predictor.max_length - self.tok.num_special_tokens()
 
@@ -94,16 +98,15 @@ class Suggester:
         log-probabilities of `target_ids`), the first three as (ids, log-probs) lists."""
         targets = torch.tensor(target_ids, dtype=torch.long)
 
-        def reduce(lp):
-            out = []
-            for row in lp:
-                best = []
-                for allowed in (self.allowed_start, self.allowed_next, self.allowed_first):
-                    k = min(width, int(allowed.sum()))
-                    v, i = row.masked_fill(~allowed, -math.inf).topk(k) if k else (row[:0], targets[:0])
-                    best.append((i.tolist(), v.tolist()))
-                out.append((*best, row[targets].tolist() if len(targets) else []))
-            return out
+        k = min(width, max(self._sizes))
+        sizes = [min(width, n) for n in self._sizes]  # a set smaller than the width gives all it has
+
+        def reduce(lp):  # (masks, vocab) -> per mask: best of each set, then the targets
+            values, ids = (lp[:, None, :] + self._bias).topk(k, dim=-1)  # (masks, 3, k)
+            values, ids = values.tolist(), ids.tolist()
+            chosen = lp[:, targets].tolist() if len(targets) else [[] for _ in values]
+            return [(*((i[:n], v[:n]) for i, v, n in zip(ids[m], values[m], sizes)), chosen[m])
+                    for m in range(len(values))]
 
         inputs = [self.tok.build_inputs(r) for r in rows]
         return self.p.masked_log_probs(inputs, reduce, ("suggest", width, self.settings.whole_words, target_ids))

@@ -676,11 +676,11 @@ class Predictor:
         head, mask_id = self.model.cls.predictions, self.tok.mask_id
 
         def run(out, b):
-            results = []
-            for row in range(len(b["input_ids"])):
-                where = (b["input_ids"][row] == mask_id).nonzero().squeeze(1)
-                results.append(reduce(head(out.last_hidden_state[row, where]).float().log_softmax(-1)))
-            return results
+            # the head once over every mask of the batch: its decoder (H x vocab, 47 MB for a 30k vocabulary at
+            # 384) is read once a batch, not once a row, which was a third of a suggestion's time
+            where = b["input_ids"] == mask_id
+            log_probs = head(out.last_hidden_state[where]).float().log_softmax(-1)
+            return [reduce(lp) for lp in log_probs.split(where.sum(1).tolist())]
 
         return self._run(rows, run, kind, model=self.model.bert)
 
