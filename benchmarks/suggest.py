@@ -104,11 +104,17 @@ def main() -> None:
 
         peer = pipeline("fill-mask", model=args.model, tokenizer=args.model, top_k=5, device="cpu")
     reads = {"calls": 0, "rows": 0}  # what the search asks of the model (bertkit's queries)
+    # rows by (the query's model call, masks in the row): with one mask in the text, call 1 reads the first piece
+    # of each length (rows of 1, 2, 3 masks), call 2 the second pieces (2-piece words: 1 mask, 3-piece: 2), ...
+    split: dict[str, int] = {}
     real = p.masked_log_probs
 
     def counted(batch, *a, **kw):
         reads["calls"] += 1
         reads["rows"] += len(batch)
+        for ids, _ in batch:
+            key = f"call {reads['calls'] - calls_before}, {sum(t == p.tok.mask_id for t in ids)} masks"
+            split[key] = split.get(key, 0) + 1
         return real(batch, *a, **kw)
 
     p.masked_log_probs = counted
@@ -125,6 +131,7 @@ def main() -> None:
         for who in order:
             if who == "pipeline" and peer is None:
                 continue
+            calls_before = reads["calls"]
             start = time.perf_counter()
             if who == "bertkit":
                 words = [x["words"][0] for x in sug.suggest(text)["suggestions"]]
@@ -155,7 +162,10 @@ def main() -> None:
             print(f"{who}: latency p50 {1000 * statistics.median(t):.1f} ms, p90 {1000 * q[8]:.1f} ms (batch 1)")
     per = {k: v / max(len(rows), 1) for k, v in reads.items()}
     report["results"]["bertkit"]["model_reads_per_query"] = {k: round(v, 2) for k, v in per.items()}
-    print(f"bertkit: {per['calls']:.2f} model calls and {per['rows']:.2f} rows a query")
+    by = {k: round(v / max(len(rows), 1), 2) for k, v in sorted(split.items())}
+    report["results"]["bertkit"]["rows_per_query"] = by
+    print(f"bertkit: {per['calls']:.2f} model calls and {per['rows']:.2f} rows a query; rows a query by "
+          + ", ".join(f"{k}: {v}" for k, v in by.items()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False))
 
