@@ -61,8 +61,12 @@ KOREAN_JOBS = [
     ("klue-ner", "klue-ner", "klue", "dev, 20 % held out", ["--split-eval", "0.2", "--epochs", "10", "--lr",
                                                              "3e-4"],
      "KLUE-BERT-base: 84.0 entity F1 (dev; 21,008 training sentences)"),
+    # grouped by length (QA windows are mostly padding in random batches) and without dropout: attention dropout
+    # takes PyTorch's unfused CPU attention, 6x slower at these lengths (benchmarks/attention_dropout.py); the
+    # review BERT-mini's row ran before both, with dropout 0.1 in random batches
     ("korquad", "korquad", "korquad", "dev, 20 % of articles held out", ["--split-eval", "0.2", "--epochs", "2",
-                                                                          "--lr", "3e-4"],
+                                                                          "--lr", "3e-4", "--group-by-length",
+                                                                          "--dropout", "0"],
      "KoMiniLM (6 layers, 23M): 78.3 / 88.0 EM / F1 (dev; 60,407 training questions)"),
     ("korsts", "korsts", "kornlu", "dev (1,499 pairs)", ["--epochs", "4", "--lr", "1e-4", "--batch-size", "16"],
      "klue/bert-base, supervised SimCSE on KorNLI: 86.0 cosine Spearman (KorSTS test; a bi-encoder)"),
