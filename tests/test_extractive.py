@@ -302,3 +302,18 @@ def test_rouge_targets_rank_the_reference_sentences_by_the_share_of_it_they_carr
     task = ExtractiveTask(Frozen(), [soft, marked], 2, 0, None, 3, "rouge-score")
     labels = task.collate([0, 1])["labels"]
     assert labels[0].tolist() == pytest.approx([1.0, 0.0, 4 / 13, 0.0]) and labels[1].tolist() == [0, 1, 0, 0]
+
+
+def test_rouge_targets_do_not_run_the_greedy_oracle(tmp_path, monkeypatch):
+    """--targets rouge reads no oracle labels (they were computed for every article and only counted)."""
+    import bertkit.apps.summarize as summarize
+    from bertkit.train.extractive import read_articles
+
+    def refuse(*a, **kw):
+        raise AssertionError("the oracle ran")
+
+    monkeypatch.setattr(summarize, "oracle", refuse)
+    (tmp_path / "a.jsonl").write_text(json.dumps({"sentences": ["the budget passed.", "it rained."],
+                                                  "reference": "the budget passed on monday."}) + "\n")
+    (article,) = read_articles(str(tmp_path / "a.jsonl"), 1, "rouge-score", targets="rouge")
+    assert article.labels == [] and article.targets == pytest.approx([1.0, 0.0])

@@ -71,8 +71,8 @@ def read_articles(path: str, label_k: int, rouge_tokens: str, max_chars: int = 1
                                                        0 <= i < len(sentences) for i in labels):
                 raise ValueError(f"{path}: line {lineno}: field 'labels': expected indices of its "
                                  f"{len(sentences)} sentences")
-        elif reference is not None:
-            labels = oracle(sentences, reference, label_k, rouge_tokens)
+        elif reference is not None:  # soft ROUGE targets (below) replace the oracle's set labels
+            labels = [] if targets == "rouge" else oracle(sentences, reference, label_k, rouge_tokens)
         else:
             raise ValueError(f"{path}: line {lineno}: needs a field 'reference' (a summary) or 'labels' (sentence "
                              f"indices)")
@@ -259,6 +259,7 @@ def run_extractive(cfg: ExtractiveTrainConfig, resume: bool = False, overwrite: 
         result = train(scorer, task, cfg.train, work, tokenizer=scorer.tokenizer, resume=target.resuming,
                        show_progress=show_progress)
         summary = {"train_articles": len(articles), "labelled_sentences": sum(len(a.labels) for a in articles),
+                   "rouge_target_articles": sum(a.targets is not None for a in articles),
                    "eval_articles": len(eval_articles or []), **result, "config": asdict(cfg)}
         atomic_write_text(work / "eval_results.json", json.dumps(summary, indent=2) + "\n")
     return summary
