@@ -128,8 +128,8 @@ def mrpc(encode, quick: bool) -> dict:
 ALL_JUDGED = {**JUDGED, **JUDGED_TFIDF, **JUDGED_SBERT_KO}
 
 
-def judged_precision(pairs: list[tuple[int, int]], judged: dict) -> dict:
-    known = [judged[p] for p in pairs if p in judged]
+def judged_precision(pairs: list[tuple[int, int]]) -> dict:
+    known = [ALL_JUDGED[p] for p in pairs if p in ALL_JUDGED]
     return {"judged": len(known), "duplicates": sum(known),
             "precision": round(sum(known) / len(known), 3) if known else None}
 
@@ -183,23 +183,23 @@ def news(predictor, args) -> dict:
             out["encode_s"] = round(time.perf_counter() - t, 1)
             if args.model is None:
                 np.save(cache, vectors)
-        methods["minilm"] = (vectors, args.thresholds, args.threshold, ALL_JUDGED)
+        methods["minilm"] = (vectors, args.thresholds, args.threshold)
     if "tfidf" in args.methods:
         x = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True).fit_transform(
             [titles[i] for i in distinct])
-        methods["tfidf"] = (x, args.tfidf_thresholds, args.tfidf_threshold, ALL_JUDGED)
+        methods["tfidf"] = (x, args.tfidf_thresholds, args.tfidf_threshold)
     shown, found = {}, {}
-    for name, (v, thresholds, at, judged) in methods.items():
+    for name, (v, thresholds, at) in methods.items():
         t = time.perf_counter()
         pairs = [(s, distinct[a], distinct[b]) for s, a, b in iter_pairs(v, threshold=min(thresholds))]
         out[name] = {"mine_s": round(time.perf_counter() - t, 1),
                      **{f"pairs>={t}": sum(s >= t for s, _, _ in pairs) for t in thresholds}}
         rng = np.random.default_rng([args.seed, ("minilm", "tfidf").index(name)])  # one stream per method
         sample = sample_pairs(pairs, at, args.sample, rng)
-        out[name][f"sample>={at}"] = judged_precision(sample, judged)
+        out[name][f"sample>={at}"] = judged_precision(sample)
         score = {(i, j): s for s, i, j in pairs}
         found[name] = {p for p, s in score.items() if s >= at}
-        shown[name] = [{"i": i, "j": j, "score": round(score[(i, j)], 3), "judged": judged.get((i, j)),
+        shown[name] = [{"i": i, "j": j, "score": round(score[(i, j)], 3), "judged": ALL_JUDGED.get((i, j)),
                         "a": titles[i], "b": titles[j]} for i, j in sample]
     if len(found) == 2:  # how much the two agree at their sampled thresholds
         a, b = found["minilm"], found["tfidf"]
